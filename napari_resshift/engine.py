@@ -1,0 +1,194 @@
+"""The upscaling engine the front-ends share: device and precision, channel handling, normalisation, tiling.
+
+``Upscaler.upscale`` takes a numpy image of any supported dtype and returns the upscaled image and a record of how.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import diffusion, normalization
+from .errors import ResShiftError
+from .loading import load_model
+from .model import ResShiftModel
+from .tiling import Tile, blend_tiles, positional_noise
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEFAULT_TILE = 128  # LR pixels: big enough to amortise the halo, small enough for the autoencoder's global attention
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; a named device that is absent is an error."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ResShiftError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ResShiftError("device 'mps' was asked for but is not available; use --device auto or cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ResShiftError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from None
+
+
+@dataclass
+class Result:
+    """An upscaled image and how it was made (goes into layer and file metadata)."""
+
+    image: np.ndarray
+    info: dict
+
+
+class Cancelled(Exception):
+    """Raised from a progress callback to stop a run; nothing partial is returned."""
+
+
+class Upscaler:
+    """A loaded model on a device, ready to upscale images, planes and tiles."""
+
+    def __init__(
+        self,
+        model: ResShiftModel | str | None = None,
+        *,
+        card: dict | None = None,
+        device: str = "auto",
+        precision: str = "fp32",
+        autoencoder=None,
+    ):
+        if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+            model, card = load_model(model, autoencoder=autoencoder)
+        self.card = card or {}
+        self.device = pick_device(device)
+        if precision not in PRECISIONS:
+            raise ResShiftError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        if precision == "fp16" and self.device.type == "cpu":
+            raise ResShiftError("fp16 is not supported on the CPU; use bf16 or fp32")
+        self.precision = precision
+        memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.model = model.eval().to(self.device, memory_format=memory_format)
+        self.memory_format = memory_format
+
+    @property
+    def scale(self) -> int:
+        return self.model.scale
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def default_overlap(self, tile: int) -> int:
+        """Halo in LR pixels: one coarsest-level attention window, capped at a quarter of the tile."""
+        params = self.model.config["model"]["params"]
+        window = params["window_size"] * 2 ** (len(params["channel_mult"]) - 1) // max(1, self.model.latent_factor)
+        return max(4, min(window, tile // 4))
+
+    @torch.inference_mode()
+    def super_resolve(self, lr: torch.Tensor, *, noise: diffusion.NoiseSource, callback=None) -> torch.Tensor:
+        """LR batch [B, 3, h, w] in [-1, 1] -> HR batch on the CPU, float32."""
+        lr = lr.to(self.device, torch.float32).contiguous(memory_format=self.memory_format)
+        with self.autocast():
+            out = self.model.super_resolve(lr, noise=lambda k: noise(k).to(self.device), callback=callback)
+        return out.float().cpu()
+
+    def tile_noise(self, tile: Tile, *, seed: int, plane: int) -> diffusion.NoiseSource:
+        """Noise for a tile, keyed by absolute latent position so it does not depend on the tiling."""
+        f = self.model.latent_factor
+        m = self.model.pad_multiple
+        h, w = math.ceil(tile.h / m) * m, math.ceil(tile.w / m) * m
+        c = self.model.latent_channels
+        return lambda k: positional_noise(
+            seed=seed, plane=plane, draw=k, channels=c, y0=tile.y0 * f, x0=tile.x0 * f, h=h * f, w=w * f
+        )[None]
+
+    def upscale_plane(
+        self,
+        lr: torch.Tensor,
+        *,
+        seed: int = 0,
+        plane: int = 0,
+        tile: int | None = None,
+        overlap: int | None = None,
+        box=None,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """One RGB plane [3, H, W] in [-1, 1] -> HR [3, sH, sW] (or the HR ``box`` of it), tiled and blended."""
+        tile = tile or DEFAULT_TILE
+        overlap = self.default_overlap(tile) if overlap is None else overlap
+
+        def run(patch: torch.Tensor, t: Tile) -> torch.Tensor:
+            return self.super_resolve(patch[None], noise=self.tile_noise(t, seed=seed, plane=plane))[0]
+
+        return blend_tiles(run, lr, scale=self.scale, tile=tile, overlap=overlap, box=box, on_tile=on_tile)
+
+    def upscale(
+        self,
+        image,
+        *,
+        channel_axis: int | None = None,
+        rgb: bool | None = None,
+        seed: int = 0,
+        tile: int | None = None,
+        overlap: int | None = None,
+        norm: normalization.Normalization | str = "auto",
+        dtype=None,
+        plane_offset: int = 0,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> Result:
+        """Upscale a 2-D image: gray (H, W), RGB(A) (H, W, 3|4) or multichannel with ``channel_axis``.
+
+        RGB goes through the model as a triplet; every other channel goes through alone, replicated to RGB, and
+        the output is the mean of the three outputs. Alpha is upscaled bicubically. The result has the input's
+        dtype unless ``dtype`` is given (e.g. ``np.float32``).
+        """
+        image = np.asarray(image)
+        dtype = np.dtype(dtype) if dtype is not None else normalization.check_dtype(image.dtype)
+        if image.ndim == 3 and channel_axis is None and rgb is not False and image.shape[-1] in (3, 4):
+            channel_axis, rgb = image.ndim - 1, True
+        if image.ndim != (2 if channel_axis is None else 3):
+            raise ResShiftError(f"expected a 2-D image with an optional channel axis, got shape {image.shape}")
+        planes = image[None] if channel_axis is None else np.moveaxis(image, channel_axis, 0)
+        if min(planes.shape[1:]) < 1 or planes.size == 0:
+            raise ResShiftError(f"the image is empty (shape {image.shape}); nothing to upscale")
+        rgb = bool(rgb) and planes.shape[0] in (3, 4)
+        if not isinstance(norm, normalization.Normalization):
+            norm = normalization.fit(planes, mode=norm, channel_axis=0)
+        x = np.nan_to_num(norm.forward(planes, channel_axis=0), nan=0.0, posinf=1.0, neginf=-1.0)
+        x = torch.from_numpy(x)
+        groups = [x[:3]] if rgb else [c[None].expand(3, -1, -1) for c in x]
+        total = len(groups)
+        outputs = []
+        for g, group in enumerate(groups):
+            report = (lambda d, n, g=g: on_tile(g * n + d, total * n)) if on_tile else None
+            hr = self.upscale_plane(
+                group, seed=seed, plane=plane_offset + g, tile=tile, overlap=overlap, on_tile=report
+            )
+            outputs.append(hr if rgb else hr.mean(0, keepdim=True))
+        out = torch.cat(outputs, 0)
+        if rgb and x.shape[0] == 4:  # alpha is not image content: interpolate it
+            alpha = torch.nn.functional.interpolate(x[None, 3:], scale_factor=self.scale, mode="bicubic")[0]
+            out = torch.cat([out, alpha.clamp(-1, 1)], 0)
+        result = norm.inverse(out.numpy(), dtype, channel_axis=0)
+        result = result[0] if channel_axis is None else np.moveaxis(result, 0, channel_axis)
+        info = {
+            "model": self.card.get("name", "custom"),
+            "scale": self.scale,
+            "steps": self.model.schedule.steps,
+            "seed": seed,
+            "tile": tile or DEFAULT_TILE,
+            "overlap": overlap if overlap is not None else self.default_overlap(tile or DEFAULT_TILE),
+            "device": str(self.device),
+            "precision": self.precision,
+            "normalization": norm.to_dict(),
+        }
+        return Result(result, info)

@@ -1,0 +1,123 @@
+"""A ResShift model: denoiser + optional VQ autoencoder + schedule, and the single-image procedure around them.
+
+The configuration is kept in the official layout (``model`` / ``autoencoder`` / ``diffusion``) so it round-trips.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import diffusion
+from .nets.autoencoder import VQModelTorch
+from .nets.unet import UNetModelSwin
+
+
+def bicubic_up(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """PyTorch bicubic x``scale`` (a = -0.75, align_corners False, no antialias, no clamp), as the reference."""
+    return F.interpolate(image, scale_factor=scale, mode="bicubic")
+
+
+class ResShiftModel(nn.Module):
+    """Denoiser, autoencoder (None in pixel mode) and schedule built from one official-layout config dict."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = copy.deepcopy(config)
+        unet_params = dict(self.config["model"]["params"])
+        self.unet = UNetModelSwin(**unet_params)
+        ae = self.config.get("autoencoder")
+        self.autoencoder = VQModelTorch(**_ae_kwargs(ae["params"])) if ae else None
+        params = self.config["diffusion"]["params"]
+        self.schedule = diffusion.Schedule.from_config(params)
+        self.scale = int(params["sf"])
+        self.scale_factor = float(params.get("scale_factor", 1.0))
+        self.pad_multiple = int(unet_params.get("lq_size", unet_params["image_size"]))
+        if self.autoencoder is None:
+            # Pixel mode runs the denoiser at the HR size, so the LR image needs 1/scale of the multiple.
+            self.pad_multiple = max(1, self.pad_multiple // self.scale)
+        if self.autoencoder is not None:
+            self.autoencoder.requires_grad_(False)
+
+    @property
+    def latent_factor(self) -> int:
+        """LR pixels -> latent pixels: scale / autoencoder downsampling (1 for the official x4, f4 models)."""
+        if self.autoencoder is None:
+            return self.scale
+        down = 2 ** (len(self.config["autoencoder"]["params"]["ddconfig"]["ch_mult"]) - 1)
+        return self.scale // down
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.config["model"]["params"]["out_channels"])
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """HR-sized image in [-1, 1] -> latent (no quantisation), times the latent scale factor."""
+        if self.autoencoder is None:
+            return image
+        return self.autoencoder.encode(image) * self.scale_factor
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent -> image; the VQ decoder snaps to the codebook first, as the reference sampler does."""
+        if self.autoencoder is None:
+            return latent
+        return self.autoencoder.decode(latent / self.scale_factor)
+
+    def condition(self, lq: torch.Tensor) -> torch.Tensor:
+        """y_0 in latent space: encode(bicubic_up(lq))."""
+        return self.encode(bicubic_up(lq, self.scale))
+
+    def denoiser(self, lq: torch.Tensor) -> diffusion.Denoiser:
+        """The x_0-predicting network with the LQ conditioning bound (upsampled in pixel mode)."""
+        cond = lq if self.autoencoder is not None else bicubic_up(lq, self.scale)
+        return lambda x, t: self.unet(x, t, lq=cond)
+
+    def pad(self, lq: torch.Tensor) -> torch.Tensor:
+        """Reflect-pad bottom/right to the model's multiple (the reference inference offset)."""
+        h, w = lq.shape[-2:]
+        m = self.pad_multiple
+        ph, pw = -h % m, -w % m
+        if ph == 0 and pw == 0:
+            return lq
+        mode = "reflect" if ph < h and pw < w else "replicate"  # reflect needs the pad to be smaller than the image
+        return F.pad(lq, (0, pw, 0, ph), mode=mode)
+
+    def latent_shape(self, lq_padded: torch.Tensor) -> tuple[int, ...]:
+        b, _, h, w = lq_padded.shape
+        return (b, self.latent_channels, h * self.latent_factor, w * self.latent_factor)
+
+    def super_resolve(
+        self,
+        lq: torch.Tensor,
+        *,
+        noise: diffusion.NoiseSource | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callable[[dict], None] | None = None,
+    ) -> torch.Tensor:
+        """LQ batch in [-1, 1] -> HR batch in [-1, 1]: pad, condition, sample, decode, crop, clamp."""
+        h, w = lq.shape[-2:]
+        padded = self.pad(lq)
+        if noise is None:
+            noise = diffusion.generator_noise(self.latent_shape(padded), generator=generator, device=lq.device)
+        z_y = self.condition(padded)
+        z_0 = diffusion.sample(self.denoiser(padded), z_y, self.schedule, noise=noise, callback=callback)
+        out = self.decode(z_0)
+        return out[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
+
+    def loss(self, hr: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
+        """The training objective for an (HR, LQ) batch; returns (loss, per-sample mse, prediction, x_t, x_0)."""
+        with torch.no_grad():
+            z_start = self.encode(hr)
+            z_y = self.condition(lq)
+        weighted = bool(self.config["diffusion"]["params"].get("weighted_mse", False))
+        loss, mse, pred, z_t = diffusion.training_loss(
+            self.schedule, self.denoiser(lq), z_start, z_y, t, noise, weighted=weighted
+        )
+        return loss, mse, pred, z_t, z_start
+
+
+def _ae_kwargs(params: dict) -> dict:
+    return {"embed_dim": params["embed_dim"], "n_embed": params["n_embed"], "ddconfig": params["ddconfig"]}

@@ -1,0 +1,153 @@
+"""Named model presets, described by data: configuration, expected files, description.
+
+Every preset, and every user file, is loaded through ``loading.load_model``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from importlib import resources
+
+OFFICIAL_UNET = {
+    "image_size": 64,
+    "in_channels": 3,
+    "model_channels": 160,
+    "out_channels": 3,
+    "attention_resolutions": [64, 32, 16, 8],
+    "dropout": 0,
+    "channel_mult": [1, 2, 2, 4],
+    "num_res_blocks": [2, 2, 2, 2],
+    "conv_resample": True,
+    "dims": 2,
+    "use_fp16": False,
+    "num_head_channels": 32,
+    "use_scale_shift_norm": True,
+    "resblock_updown": False,
+    "swin_depth": 2,
+    "swin_embed_dim": 192,
+    "window_size": 8,
+    "mlp_ratio": 4,
+    "cond_lq": True,
+    "lq_size": 64,
+}
+
+OFFICIAL_AUTOENCODER = {
+    "embed_dim": 3,
+    "n_embed": 8192,
+    "ddconfig": {
+        "double_z": False,
+        "z_channels": 3,
+        "resolution": 64,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 128,
+        "ch_mult": [1, 2, 4],
+        "num_res_blocks": 2,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+        "padding_mode": "zeros",
+    },
+}
+
+
+def diffusion_params(*, steps: int, min_noise_level: float, kappa: float = 2.0) -> dict:
+    """The official ``diffusion.params`` block for a x4 exponential schedule."""
+    return {
+        "sf": 4,
+        "schedule_name": "exponential",
+        "schedule_kwargs": {"power": 0.3},
+        "etas_end": 0.99,
+        "steps": steps,
+        "min_noise_level": min_noise_level,
+        "kappa": kappa,
+        "weighted_mse": False,
+        "predict_type": "xstart",
+        "timestep_respacing": None,
+        "scale_factor": 1.0,
+        "normalize_input": True,
+        "latent_flag": True,
+    }
+
+
+def official_config(*, steps: int, min_noise_level: float) -> dict:
+    return {
+        "autoencoder": {"params": copy.deepcopy(OFFICIAL_AUTOENCODER)},
+        "model": {"params": copy.deepcopy(OFFICIAL_UNET)},
+        "diffusion": {"params": diffusion_params(steps=steps, min_noise_level=min_noise_level)},
+    }
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model: its configuration and the files a user supplies (official) or the package ships."""
+
+    name: str
+    description: str
+    config: dict | None = None
+    files: dict = field(default_factory=dict)
+    packaged: str | None = None
+
+    def packaged_path(self):
+        return resources.files("napari_resshift") / "weights" / self.packaged if self.packaged else None
+
+
+PRESETS = {
+    p.name: p
+    for p in [
+        Preset("default", "small x4 model trained for this package (CPU-friendly)", packaged="default.safetensors"),
+        Preset(
+            "v1",
+            "official ResShift RealSR x4, 15 steps",
+            official_config(steps=15, min_noise_level=0.04),
+            {"unet": "resshift_realsrx4_s15_v1.pth", "autoencoder": "autoencoder_vq_f4.pth"},
+        ),
+        Preset(
+            "v2",
+            "official ResShift RealSR x4, 15 steps (v2 weights)",
+            official_config(steps=15, min_noise_level=0.04),
+            {"unet": "resshift_realsrx4_s15_v2.pth", "autoencoder": "autoencoder_vq_f4.pth"},
+        ),
+        Preset(
+            "v3",
+            "official ResShift RealSR x4, 4 steps (journal version)",
+            official_config(steps=4, min_noise_level=0.2),
+            {"unet": "resshift_realsrx4_s4_v3.pth", "autoencoder": "autoencoder_vq_f4.pth"},
+        ),
+        Preset(
+            "bicsr",
+            "official ResShift bicubic x4, 4 steps",
+            official_config(steps=4, min_noise_level=0.2),
+            {"unet": "resshift_bicsrx4_s4.pth", "autoencoder": "autoencoder_vq_f4.pth"},
+        ),
+    ]
+}
+
+
+def architecture(name: str, *, latent: bool = True) -> dict:
+    """Official-layout configuration of a size preset for training from scratch (``tiny`` is for tests)."""
+    sizes = {
+        # name: (model_channels, channel_mult, num_res_blocks, swin_embed_dim, window, lq_size, ae_ch)
+        "tiny": (32, [1, 2], [1, 1], 32, 4, 16, 32),
+        "small": (64, [1, 2, 2], [1, 1, 1], 64, 8, 32, 32),
+    }
+    if name not in sizes:
+        raise KeyError(f"unknown architecture {name!r}; choose one of {', '.join(sizes)}")
+    mc, mult, nrb, ed, window, lq, ae_ch = sizes[name]
+    unet = dict(OFFICIAL_UNET) | {
+        "image_size": lq,
+        "lq_size": lq,
+        "model_channels": mc,
+        "channel_mult": mult,
+        "num_res_blocks": nrb,
+        "attention_resolutions": [lq // 2 ** i for i in range(1, len(mult))],
+        "swin_embed_dim": ed,
+        "num_head_channels": 32 if ed >= 64 else 16,
+        "window_size": window,
+    }
+    config = {"model": {"params": unet}, "diffusion": {"params": diffusion_params(steps=4, min_noise_level=0.2)}}
+    if latent:
+        ae = copy.deepcopy(OFFICIAL_AUTOENCODER)
+        ae["n_embed"] = 1024
+        ae["ddconfig"] |= {"ch": ae_ch, "ch_mult": [1, 2, 2], "num_res_blocks": 1}
+        config["autoencoder"] = {"params": ae}
+    return config

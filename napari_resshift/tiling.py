@@ -1,0 +1,153 @@
+"""The one tiler: tile layout, blend weights, position-keyed noise and the tiled upscaling of a plane.
+
+A tile's result depends only on (seed, plane, its LR footprint), so any region of the output can be computed alone
+(dask chunks, napari, resume) and equals the same region of a whole-image run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tile's footprint in LR pixels."""
+
+    y0: int
+    x0: int
+    h: int
+    w: int
+
+    def hr_box(self, scale: int) -> tuple[int, int, int, int]:
+        return self.y0 * scale, self.x0 * scale, (self.y0 + self.h) * scale, (self.x0 + self.w) * scale
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Starts along one axis: every ``stride``, the last one moved back so that the tile ends at ``length``."""
+    if length <= tile:
+        return [0]
+    starts = []
+    for s in range(0, length, stride):
+        s = min(s, length - tile)
+        if s not in starts:
+            starts.append(s)
+    return starts
+
+
+def plan_tiles(height: int, width: int, *, tile: int, overlap: int) -> list[Tile]:
+    """Row-major tiles of at most ``tile`` LR pixels, neighbours overlapping by at least ``overlap``."""
+    if tile <= overlap:
+        raise ValueError(f"tile ({tile}) must be larger than overlap ({overlap})")
+    stride = tile - overlap
+    return [
+        Tile(y, x, min(tile, height), min(tile, width))
+        for y in tile_starts(height, tile, stride)
+        for x in tile_starts(width, tile, stride)
+    ]
+
+
+def _ramp(n: int, ramp: int, low_edge: bool, high_edge: bool) -> np.ndarray:
+    """1-D weight: rises over ``ramp`` pixels from each side that has a neighbour, 1 elsewhere."""
+    w = np.ones(n, dtype=np.float64)
+    if ramp > 0:
+        r = (np.arange(ramp) + 0.5) / ramp  # strictly positive, so every pixel keeps some weight
+        r = r * r * (3 - 2 * r)  # smoothstep: no kink where the ramp meets the plateau
+        if not low_edge:
+            w[:ramp] = np.minimum(w[:ramp], r)
+        if not high_edge:
+            w[n - ramp:] = np.minimum(w[n - ramp:], r[::-1])
+    return w
+
+
+def blend_weight(tile: Tile, height: int, width: int, *, scale: int, overlap: int, feather: bool = True) -> np.ndarray:
+    """HR weight of a tile: smooth ramps across the overlap with its neighbours (uniform if ``feather`` is off)."""
+    ramp = overlap * scale if feather else 0
+    ramp_h = min(ramp, tile.h * scale // 2)
+    ramp_w = min(ramp, tile.w * scale // 2)
+    wy = _ramp(tile.h * scale, ramp_h, tile.y0 == 0, tile.y0 + tile.h >= height)
+    wx = _ramp(tile.w * scale, ramp_w, tile.x0 == 0, tile.x0 + tile.w >= width)
+    return np.outer(wy, wx).astype(np.float32)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a bijective, well-mixed hash of uint64 counters."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def positional_noise(
+    *, seed: int, plane: int, draw: int, channels: int, y0: int, x0: int, h: int, w: int
+) -> torch.Tensor:
+    """Standard normal noise [channels, h, w] that is a pure function of (seed, plane, draw, channel, y, x)."""
+    with np.errstate(over="ignore"):
+        key = _mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) + np.uint64(0x9E3779B97F4A7C15))
+        for part in (plane, draw):
+            key = _mix(key ^ np.uint64(part & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15))
+        c = np.arange(channels, dtype=np.uint64)[:, None, None]
+        ys = (np.arange(h, dtype=np.int64) + y0).astype(np.uint64)[None, :, None]
+        xs = (np.arange(w, dtype=np.int64) + x0).astype(np.uint64)[None, None, :]
+        counter = (c << np.uint64(56)) ^ (ys << np.uint64(28)) ^ xs
+        a = _mix(key ^ _mix(counter * np.uint64(2)))
+        b = _mix(key ^ _mix(counter * np.uint64(2) + np.uint64(1)))
+    u1 = ((a >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+    u2 = (b >> np.uint64(11)).astype(np.float64) / 2.0**53
+    z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)  # Box-Muller
+    return torch.from_numpy(z.astype(np.float32))
+
+
+TileRunner = Callable[[torch.Tensor, Tile], torch.Tensor]
+
+
+def tiles_for_region(tiles: Iterable[Tile], box: tuple[int, int, int, int], scale: int) -> list[int]:
+    """Indices of tiles whose HR footprint intersects ``box`` = (y0, x0, y1, x1) in HR pixels."""
+    y0, x0, y1, x1 = box
+    out = []
+    for i, t in enumerate(tiles):
+        ty0, tx0, ty1, tx1 = t.hr_box(scale)
+        if ty0 < y1 and ty1 > y0 and tx0 < x1 and tx1 > x0:
+            out.append(i)
+    return out
+
+
+def blend_tiles(
+    run: TileRunner,
+    lr: torch.Tensor,
+    *,
+    scale: int,
+    tile: int,
+    overlap: int,
+    box: tuple[int, int, int, int] | None = None,
+    feather: bool = True,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> torch.Tensor:
+    """Upscale ``lr`` [C, H, W] tile by tile (``run(lr_tile, tile) -> HR tile``) and blend into HR ``box``.
+
+    Tiles are always visited in the same global order, so a region's pixels are bit-identical to the
+    same pixels of the whole-image result. ``on_tile(done, total)`` reports progress and may raise to cancel.
+    """
+    c, height, width = lr.shape
+    if box is None:
+        box = (0, 0, height * scale, width * scale)
+    by0, bx0, by1, bx1 = box
+    tiles = plan_tiles(height, width, tile=tile, overlap=overlap)
+    todo = tiles_for_region(tiles, box, scale)
+    acc = None
+    weight_sum = torch.zeros(by1 - by0, bx1 - bx0, dtype=torch.float32)
+    for done, i in enumerate(todo):
+        t = tiles[i]
+        out = run(lr[:, t.y0:t.y0 + t.h, t.x0:t.x0 + t.w], t).float().cpu()
+        if acc is None:
+            acc = torch.zeros(out.shape[0], by1 - by0, bx1 - bx0, dtype=torch.float32)
+        weight = torch.from_numpy(blend_weight(t, height, width, scale=scale, overlap=overlap, feather=feather))
+        ty0, tx0, ty1, tx1 = t.hr_box(scale)
+        sy0, sx0, sy1, sx1 = max(ty0, by0), max(tx0, bx0), min(ty1, by1), min(tx1, bx1)
+        w = weight[sy0 - ty0:sy1 - ty0, sx0 - tx0:sx1 - tx0]
+        acc[:, sy0 - by0:sy1 - by0, sx0 - bx0:sx1 - bx0] += out[:, sy0 - ty0:sy1 - ty0, sx0 - tx0:sx1 - tx0] * w
+        weight_sum[sy0 - by0:sy1 - by0, sx0 - bx0:sx1 - bx0] += w
+        if on_tile is not None:
+            on_tile(done + 1, len(todo))
+    return acc / weight_sum
