@@ -60,11 +60,16 @@ class ResShiftModel(nn.Module):
             return image
         return self.autoencoder.encode(image) * self.scale_factor
 
+    @property
+    def quantize_on_decode(self) -> bool:
+        """Official models snap latents to the codebook before decoding; continuous-latent models do not."""
+        return bool(self.config.get("autoencoder", {}).get("quantize", True))
+
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """Latent -> image; the VQ decoder snaps to the codebook first, as the reference sampler does."""
+        """Latent -> image, snapping to the codebook first unless the configuration says the latent is continuous."""
         if self.autoencoder is None:
             return latent
-        return self.autoencoder.decode(latent / self.scale_factor)
+        return self.autoencoder.decode(latent / self.scale_factor, quantize=self.quantize_on_decode)
 
     def condition(self, lq: torch.Tensor) -> torch.Tensor:
         """y_0 in latent space: encode(bicubic_up(lq))."""

@@ -124,18 +124,25 @@ PRESETS = {
 
 
 def architecture(name: str, *, latent: bool = True) -> dict:
-    """Official-layout configuration of a size preset for training from scratch (``tiny`` is for tests)."""
+    """Official-layout configuration of a size preset for training from scratch (``tiny`` is for tests).
+
+    ``small`` is the CPU-sized default: a continuous 16-channel f4 latent (decoded without codebook snapping, so
+    the autoencoder does not cap PSNR), a 32-channel denoiser, and kappa 1 for outputs close to the posterior mean.
+    """
     sizes = {
-        # name: (model_channels, channel_mult, num_res_blocks, swin_embed_dim, window, lq_size, ae_ch)
-        "tiny": (32, [1, 2], [1, 1], 32, 4, 16, 32),
-        "small": (64, [1, 2, 2], [1, 1, 1], 64, 8, 32, 32),
+        # name: (model_channels, channel_mult, num_res_blocks, swin_embed_dim, window, lq_size, latent channels,
+        #        autoencoder ch, ch_mult, num_res_blocks, quantize on decode, kappa)
+        "tiny": (32, [1, 2], [1, 1], 32, 4, 16, 3, 32, [1, 2, 2], 1, True, 2.0),
+        "small": (32, [1, 2, 2], [1, 1, 1], 32, 8, 32, 16, 32, [1, 1, 1], 0, False, 1.0),
     }
     if name not in sizes:
         raise KeyError(f"unknown architecture {name!r}; choose one of {', '.join(sizes)}")
-    mc, mult, nrb, ed, window, lq, ae_ch = sizes[name]
+    mc, mult, nrb, ed, window, lq, latent_ch, ae_ch, ae_mult, ae_nrb, quantize, kappa = sizes[name]
     unet = dict(OFFICIAL_UNET) | {
         "image_size": lq,
         "lq_size": lq,
+        "in_channels": latent_ch if latent else 3,
+        "out_channels": latent_ch if latent else 3,
         "model_channels": mc,
         "channel_mult": mult,
         "num_res_blocks": nrb,
@@ -144,10 +151,12 @@ def architecture(name: str, *, latent: bool = True) -> dict:
         "num_head_channels": 32 if ed >= 64 else 16,
         "window_size": window,
     }
-    config = {"model": {"params": unet}, "diffusion": {"params": diffusion_params(steps=4, min_noise_level=0.2)}}
+    diff = diffusion_params(steps=4, min_noise_level=0.2, kappa=kappa)
+    config = {"model": {"params": unet}, "diffusion": {"params": diff}}
     if latent:
         ae = copy.deepcopy(OFFICIAL_AUTOENCODER)
+        ae["embed_dim"] = latent_ch
         ae["n_embed"] = 1024
-        ae["ddconfig"] |= {"ch": ae_ch, "ch_mult": [1, 2, 2], "num_res_blocks": 1}
-        config["autoencoder"] = {"params": ae}
+        ae["ddconfig"] |= {"ch": ae_ch, "ch_mult": ae_mult, "num_res_blocks": ae_nrb, "z_channels": latent_ch}
+        config["autoencoder"] = {"params": ae, "quantize": quantize}
     return config
