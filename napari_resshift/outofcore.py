@@ -1,0 +1,321 @@
+"""Out-of-core upscaling: a lazy array (dask, zarr, numpy) upscaled plane by plane, chunk by chunk, into a writable one.
+
+Output chunks follow the tile grid and each blends only the tiles that touch it, with absolute tile positions, so any
+chunk can be computed alone (resume, workers, napari) and equals the same pixels of a whole-image run.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from . import normalization
+from .engine import Upscaler
+from .errors import ResShiftError
+from .normalization import Normalization
+from .tiling import Tile, blend_tiles, plan_tiles, tiles_for_region
+
+AXES = "tczyx"  # the axis names understood; only y and x are upscaled
+BLOCK_CHUNKS = 8  # chunks per block side: a block computes each tile once, tiles on its border are shared with the next
+ALPHA_HALO = 2  # LR pixels that bicubic interpolation reads beyond a region on each side
+
+
+@dataclass(frozen=True)
+class Block:
+    """A unit of work: a rectangle of output chunks of one plane (``index`` holds the plane axes' positions)."""
+
+    plane: int
+    index: tuple[tuple[str, int], ...]
+    rows: range
+    cols: range
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Axes of the source and the target, the tile grid and the output chunks that follow it.
+
+    ``rgb``: the ``c`` axis holds RGB(A) samples that go through the model together; otherwise every channel
+    (and every t, z) is a plane that goes through alone, replicated to RGB, the output being the mean of the three.
+    """
+
+    axes: str
+    shape: tuple[int, ...]
+    scale: int
+    tile: int
+    overlap: int
+    rgb: bool = False
+    out_axes: str | None = None
+
+    def __post_init__(self):
+        if len(self.axes) != len(self.shape):
+            raise ResShiftError(f"axes {self.axes!r} do not match the {len(self.shape)} dimensions of {self.shape}")
+        unknown = sorted(set(self.axes) - set(AXES))
+        if unknown or len(set(self.axes)) != len(self.axes) or not {"y", "x"} <= set(self.axes):
+            raise ResShiftError(
+                f"axes {self.axes!r} are not understood; name each axis once with letters of {AXES!r}, y and x included"
+            )
+        if self.out_axes is not None and sorted(self.out_axes) != sorted(self.axes):
+            raise ResShiftError(f"output axes {self.out_axes!r} are not a reordering of {self.axes!r}")
+        if 0 in self.shape:
+            raise ResShiftError(f"the array is empty (shape {self.shape}); nothing to upscale")
+        if self.rgb and self.size("c") not in (3, 4):
+            raise ResShiftError(f"RGB needs 3 or 4 channels on the c axis, found {self.size('c')}")
+        if self.tile <= self.overlap:
+            raise ResShiftError(f"tile ({self.tile}) must be larger than overlap ({self.overlap})")
+
+    def size(self, axis: str) -> int:
+        return self.shape[self.axes.index(axis)] if axis in self.axes else 1
+
+    @property
+    def height(self) -> int:
+        return self.size("y")
+
+    @property
+    def width(self) -> int:
+        return self.size("x")
+
+    @property
+    def target_axes(self) -> str:
+        return self.out_axes or self.axes
+
+    @property
+    def chunk(self) -> int:
+        """Output chunk side in HR pixels: one tile step, so chunk edges sit on tile starts."""
+        return (self.tile - self.overlap) * self.scale
+
+    @property
+    def plane_axes(self) -> str:
+        return "".join(a for a in self.axes if a not in "yx" and not (self.rgb and a == "c"))
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        return tuple(self.size(a) * (self.scale if a in "yx" else 1) for a in self.target_axes)
+
+    @property
+    def target_chunks(self) -> tuple[int, ...]:
+        def side(a):
+            if a in "yx":
+                return min(self.chunk, self.size(a) * self.scale)
+            return self.size(a) if a == "c" and self.rgb else 1
+
+        return tuple(side(a) for a in self.target_axes)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return math.ceil(self.height * self.scale / self.chunk), math.ceil(self.width * self.scale / self.chunk)
+
+    def planes(self) -> list[tuple[tuple[str, int], ...]]:
+        """Positions on the plane axes, in the source's row-major order: the list index is the noise's plane."""
+        ranges = [range(self.size(a)) for a in self.plane_axes]
+        return [tuple(zip(self.plane_axes, pos)) for pos in itertools.product(*ranges)]
+
+    def chunk_box(self, cy: int, cx: int) -> tuple[int, int, int, int]:
+        c = self.chunk
+        return cy * c, cx * c, min((cy + 1) * c, self.height * self.scale), min((cx + 1) * c, self.width * self.scale)
+
+    def blocks(self, *, side: int = BLOCK_CHUNKS) -> list[Block]:
+        ny, nx = self.grid
+        row_groups = [range(r[0], r[-1] + 1) for r in np.array_split(np.arange(ny), math.ceil(ny / side))]
+        col_groups = [range(c[0], c[-1] + 1) for c in np.array_split(np.arange(nx), math.ceil(nx / side))]
+        return [
+            Block(p, index, rows, cols)
+            for p, index in enumerate(self.planes())
+            for rows in row_groups
+            for cols in col_groups
+        ]
+
+
+def chunk_key(plane: int, cy: int, cx: int) -> str:
+    """Name of one output chunk in the set of finished chunks a caller persists for resuming."""
+    return f"{plane}.{cy}.{cx}"
+
+
+def block_keys(block: Block) -> list[str]:
+    return [chunk_key(block.plane, cy, cx) for cy in block.rows for cx in block.cols]
+
+
+class _WindowView:
+    """A [C, H, W] plane of which only a window is loaded: ``blend_tiles`` slices it with absolute tile positions."""
+
+    def __init__(self, window: torch.Tensor, origin: tuple[int, int], height: int, width: int):
+        self.window = window
+        self.origin = origin
+        self.shape = (window.shape[0], height, width)
+
+    def __getitem__(self, key):
+        _, ys, xs = key
+        y0, x0 = self.origin
+        h, w = self.window.shape[1:]
+        if ys.start < y0 or xs.start < x0 or ys.stop > y0 + h or xs.stop > x0 + w:
+            raise IndexError(f"rows {ys} / columns {xs} lie outside the loaded window at {self.origin}")
+        return self.window[:, ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+
+
+def fit_normalization(source, layout: Layout, *, mode: str = "auto") -> Normalization:
+    """One normalisation for the whole array, one (low, high) per channel of the ``c`` axis (one if none)."""
+    if "c" not in layout.axes:
+        return normalization.fit(_lazy(source), mode=mode)
+    c = layout.axes.index("c")
+    # fitted channel by channel: a strided subsample must not skip channels
+    per_channel = [
+        normalization.fit(_lazy(source)[(slice(None),) * c + (i,)], mode=mode) for i in range(layout.size("c"))
+    ]
+    low, high = (tuple(getattr(n, side)[0] for n in per_channel) for side in ("low", "high"))
+    return Normalization(per_channel[0].mode, low, high)
+
+
+def _lazy(source):
+    """Slicing a zarr array reads it at once; dask keeps a channel slice lazy until the subsample is taken."""
+    if isinstance(source, np.ndarray) or hasattr(source, "dask"):
+        return source
+    import dask.array as da
+
+    return da.from_array(source, chunks=getattr(source, "chunks", "auto"))
+
+
+def _plane_norm(norm: Normalization, layout: Layout, index: dict) -> Normalization:
+    if layout.rgb:
+        return norm
+    i = index.get("c", 0)
+    return Normalization(norm.mode, (norm.low[i],), (norm.high[i],))
+
+
+def _read_window(source, layout: Layout, index: dict, box, norm: Normalization) -> torch.Tensor:
+    """LR window (y0, x0, y1, x1) of one plane, normalised to [-1, 1] as [C, h, w] float32 (C = 1, 3 or 4)."""
+    y0, x0, y1, x1 = box
+    spans = {"y": slice(y0, y1), "x": slice(x0, x1)} | ({"c": slice(None)} if layout.rgb else {})
+    sel = tuple(spans[a] if a in spans else index[a] for a in layout.axes)
+    data = np.asarray(source[sel])
+    kept = "".join(a for a in layout.axes if a in spans)
+    data = np.moveaxis(data, [kept.index(a) for a in "cyx" if a in kept], range(len(kept)))
+    if not layout.rgb:
+        data = data[None]
+    x = norm.forward(data, channel_axis=0)
+    return torch.from_numpy(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0))
+
+
+def _alpha(window: torch.Tensor, origin, box, scale: int) -> torch.Tensor:
+    """Alpha is not image content: bicubic from a window with a halo, cropped, equals a whole-image interpolation."""
+    by0, bx0, by1, bx1 = box
+    oy, ox = origin
+    ly0, lx0 = max(oy, by0 // scale - ALPHA_HALO), max(ox, bx0 // scale - ALPHA_HALO)
+    ly1 = min(oy + window.shape[1], -(-by1 // scale) + ALPHA_HALO)
+    lx1 = min(ox + window.shape[2], -(-bx1 // scale) + ALPHA_HALO)
+    region = window[3:, ly0 - oy:ly1 - oy, lx0 - ox:lx1 - ox]
+    up = torch.nn.functional.interpolate(region[None], scale_factor=scale, mode="bicubic")[0]
+    return up[:, by0 - ly0 * scale:by1 - ly0 * scale, bx0 - lx0 * scale:bx1 - lx0 * scale].clamp(-1, 1)
+
+
+def _write(target, layout: Layout, index: dict, box, data: np.ndarray) -> None:
+    """``data`` [C, h, w] into the target's HR ``box`` of one plane, in the target's axis order."""
+    y0, x0, y1, x1 = box
+    spans = {"y": slice(y0, y1), "x": slice(x0, x1)}
+    if layout.rgb:
+        spans["c"] = slice(None)
+    else:
+        data = data[0]
+    sel = tuple(spans[a] if a in spans else index[a] for a in layout.target_axes)
+    kept = [a for a in "cyx" if a in spans]
+    order = [a for a in layout.target_axes if a in spans]
+    target[sel] = np.moveaxis(data, [kept.index(a) for a in order], range(len(order)))
+
+
+def upscale_block(
+    upscaler: Upscaler,
+    source,
+    target,
+    layout: Layout,
+    block: Block,
+    *,
+    norm: Normalization,
+    seed: int = 0,
+    dtype=None,
+    done: Iterable[str] = (),
+    on_chunk: Callable[[str], None] | None = None,
+) -> int:
+    """Compute and write the unfinished chunks of ``block``; each tile is computed once per block.
+
+    ``on_chunk(key)`` is called after each chunk is written (persist the key to resume; raise to cancel).
+    Returns the number of chunks written.
+    """
+    done = set(done)
+    todo = [(cy, cx) for cy in block.rows for cx in block.cols if chunk_key(block.plane, cy, cx) not in done]
+    if not todo:
+        return 0
+    dtype = np.dtype(dtype) if dtype is not None else normalization.check_dtype(np.dtype(source.dtype))
+    scale, height, width = layout.scale, layout.height, layout.width
+    tiles = plan_tiles(height, width, tile=layout.tile, overlap=layout.overlap)
+    boxes = {c: layout.chunk_box(*c) for c in todo}
+    needs = {c: tiles_for_region(tiles, box, scale) for c, box in boxes.items()}
+    uses = Counter(i for ids in needs.values() for i in ids)
+    used = [tiles[i] for i in uses]
+    y0 = max(0, min(t.y0 for t in used) - ALPHA_HALO)
+    x0 = max(0, min(t.x0 for t in used) - ALPHA_HALO)
+    y1 = min(height, max(t.y0 + t.h for t in used) + ALPHA_HALO)
+    x1 = min(width, max(t.x0 + t.w for t in used) + ALPHA_HALO)
+    index = dict(block.index)
+    plane_norm = _plane_norm(norm, layout, index)
+    window = _read_window(source, layout, index, (y0, x0, y1, x1), plane_norm)
+    rgb = window[:3] if layout.rgb else window.expand(3, -1, -1)
+    view = _WindowView(rgb, (y0, x0), height, width)
+    cache: dict[Tile, torch.Tensor] = {}
+
+    def run(patch: torch.Tensor, t: Tile) -> torch.Tensor:
+        if t not in cache:
+            noise = upscaler.tile_noise(t, seed=seed, plane=block.plane)
+            cache[t] = upscaler.super_resolve(patch[None], noise=noise)[0]
+        return cache[t]
+
+    for c in todo:
+        hr = blend_tiles(run, view, scale=scale, tile=layout.tile, overlap=layout.overlap, box=boxes[c])
+        if not layout.rgb:
+            hr = hr.mean(0, keepdim=True)
+        elif window.shape[0] == 4:
+            hr = torch.cat([hr, _alpha(window, (y0, x0), boxes[c], scale)], 0)
+        _write(target, layout, index, boxes[c], plane_norm.inverse(hr.numpy(), dtype, channel_axis=0))
+        for i in needs[c]:
+            uses[i] -= 1
+            if uses[i] == 0:
+                cache.pop(tiles[i], None)
+        if on_chunk is not None:
+            on_chunk(chunk_key(block.plane, *c))
+    return len(todo)
+
+
+def upscale_into(
+    upscaler: Upscaler,
+    source,
+    target,
+    layout: Layout,
+    *,
+    norm: Normalization,
+    seed: int = 0,
+    dtype=None,
+    done: Iterable[str] = (),
+    on_chunk: Callable[[str], None] | None = None,
+) -> int:
+    """Upscale all of ``source`` into ``target`` (shape ``layout.target_shape``) block by block, in this thread."""
+    done = set(done)
+    return sum(
+        upscale_block(upscaler, source, target, layout, b, norm=norm, seed=seed, dtype=dtype, done=done,
+                      on_chunk=on_chunk)
+        for b in layout.blocks()
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def cached_upscaler(spec: str, *, device: str = "auto", precision: str = "fp32") -> Upscaler:
+    """One loaded model per process and spec, so that tasks carry a path, not the weights."""
+    return Upscaler(spec, device=device, precision=precision)
+
+
+def set_threads(threads: int) -> None:
+    """Torch threads of this process (cores / workers on a shared machine), set only when it changes."""
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

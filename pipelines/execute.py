@@ -1,0 +1,123 @@
+"""Running the blocks of an upscaling job: dask's threaded scheduler, a LocalCluster, or an existing cluster.
+
+Tasks carry a small ``Job`` (paths and the model spec, never weights); each process loads the model once. Finished
+chunks are recorded as empty files under the output's ``.resshift-done`` folder, written after the chunk itself.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from napari_resshift.normalization import Normalization
+from napari_resshift.outofcore import Block, Layout, block_keys, cached_upscaler, set_threads, upscale_block
+
+from .readers import InputSpec
+
+DONE_DIR = ".resshift-done"
+
+
+@dataclass(frozen=True)
+class Job:
+    input: InputSpec
+    output: str  # the output group; level 0 is its array "0"
+    layout: Layout
+    norm: Normalization
+    seed: int
+    dtype: str
+    model: str
+    device: str
+    precision: str
+    threads: int  # torch threads per task process; 0: cores / the worker's threads
+
+
+def finished_keys(output) -> set[str]:
+    done = Path(output) / DONE_DIR
+    return {p.name for p in done.iterdir()} if done.is_dir() else set()
+
+
+def run_block(job: Job, block: Block, done: frozenset, on_chunk=None) -> int:
+    """One task: upscale the unfinished chunks of ``block`` and record each as done once written."""
+    set_threads(job.threads or _threads_per_task())
+    upscaler = cached_upscaler(job.model, device=job.device, precision=job.precision)
+    target = zarr.open_array(f"{job.output}/0", mode="r+")
+    done_dir = Path(job.output) / DONE_DIR
+
+    def record(key: str) -> None:
+        (done_dir / key).touch()
+        if on_chunk is not None:
+            on_chunk(key)
+
+    return upscale_block(
+        upscaler, job.input.open_array(), target, job.layout, block,
+        norm=job.norm, seed=job.seed, dtype=job.dtype, done=done, on_chunk=record,
+    )
+
+
+def _threads_per_task() -> int:
+    try:
+        from distributed import get_worker
+
+        return max(1, (os.cpu_count() or 1) // get_worker().state.nthreads)
+    except (ImportError, ValueError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _pending(job: Job, blocks: list[Block], done: set[str]) -> list[tuple[Block, frozenset]]:
+    return [(b, frozenset(k for k in block_keys(b) if k in done)) for b in blocks if not set(block_keys(b)) <= done]
+
+
+def run_local(job: Job, blocks: list[Block], done: set[str], *, threads: int, bar) -> None:
+    """dask's threaded scheduler in this process; torch threads are split between the scheduler's threads."""
+    import dask
+
+    tick = lambda _key: bar.update(1)  # noqa: E731 - threads share this process, so the bar sees every chunk
+    tasks = [dask.delayed(run_block, pure=False)(job, b, d, tick) for b, d in _pending(job, blocks, done)]
+    dask.compute(*tasks, scheduler="threads", num_workers=threads)
+
+
+def run_distributed(job: Job, blocks: list[Block], done: set[str], *, scheduler: str | None, workers: int, bar) -> None:
+    """A LocalCluster of ``workers`` processes (one thread each), or the cluster at ``scheduler``."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+        client = Client(cluster)
+    try:
+        bar.write(f"dask dashboard: {client.dashboard_link}")
+        pending = _pending(job, blocks, done)
+        futures = [client.submit(run_block, job, b, d, pure=False) for b, d in pending]
+        for future in as_completed(futures):
+            bar.update(future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def build_pyramid(output, levels: int) -> None:
+    """Levels 1.. from level 0 by 2x2 means (rounded for integers), chunk-aligned so that writes never collide."""
+    import dask.array as da
+
+    group = zarr.open_group(str(output), mode="r+")
+    for k in range(1, levels):
+        source, target = group[str(k - 1)], group[str(k)]
+        axes = source.metadata.dimension_names if source.metadata.zarr_format == 3 else None
+        lazy = da.from_zarr(source)
+        spatial = {lazy.ndim - 2: 2, lazy.ndim - 1: 2}
+        if axes:
+            spatial = {i: 2 for i, a in enumerate(axes) if a in "yx"}
+        crop = tuple(slice(0, n - n % 2) if i in spatial else slice(None) for i, n in enumerate(lazy.shape))
+        lazy = lazy[crop].rechunk({i: max(2, (c // 2) * 2) for i, c in enumerate(lazy.chunksize) if i in spatial})
+        mean = da.coarsen(np.mean, lazy.astype(np.float64), spatial)
+        kind = np.dtype(target.dtype)
+        if kind.kind in "iu":
+            info = np.iinfo(kind)
+            mean = da.clip(da.round(mean), info.min, info.max)
+        da.store(mean.astype(kind).rechunk(target.chunks), target, lock=False)

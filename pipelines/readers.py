@@ -1,0 +1,199 @@
+"""Lazy inputs of the pipeline: zarr arrays (v2, v3), OME-Zarr images (0.4, 0.5), TIFF / OME-TIFF, PNG / JPEG.
+
+Each opens as an ``InputImage``: the lazy array, its axes, its physical scale / translation / units, and a small
+picklable ``InputSpec`` from which a worker reopens it. Every failure is one ``ResShiftError`` line.
+"""
+from __future__ import annotations
+
+import functools
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_resshift.errors import ResShiftError
+from napari_resshift.normalization import check_dtype
+from napari_resshift.outofcore import AXES
+
+from . import ome
+
+TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
+PICTURES = (".png", ".jpg", ".jpeg")
+TIFFS = (".tif", ".tiff", ".btf", ".tf8")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a worker needs to reopen the input: the path, its kind and, inside a zarr group, the array's path."""
+
+    path: str
+    kind: str  # zarr | tiff | picture
+    array_path: str = ""
+
+    def open_array(self):
+        return _open_array(self)
+
+
+@dataclass
+class InputImage:
+    spec: InputSpec
+    array: object
+    axes: str
+    rgb: bool
+    scale: dict = field(default_factory=dict)
+    translation: dict = field(default_factory=dict)
+    units: dict = field(default_factory=dict)
+
+
+@functools.lru_cache(maxsize=4)
+def _open_array(spec: InputSpec):
+    """Read-only, once per process: the input is never written."""
+    import zarr
+
+    if spec.kind == "zarr":
+        return zarr.open_array(spec.path + ("/" + spec.array_path if spec.array_path else ""), mode="r")
+    if spec.kind == "tiff":
+        import tifffile
+
+        with tifffile.TiffFile(spec.path) as tif:
+            store = tif.series[0].aszarr()
+        return zarr.open_array(store, mode="r")
+    from PIL import Image
+
+    with Image.open(spec.path) as im:
+        return np.asarray(im.convert("RGBA") if im.mode in ("P", "LA") else im)
+
+
+def open_input(path, *, axes: str | None = None, rgb: bool | None = None) -> InputImage:
+    """Open ``path`` lazily and check it is an image the pipeline can upscale."""
+    path = Path(path)
+    if not path.exists():
+        raise ResShiftError(f"{path}: no such file or folder")
+    try:
+        if path.is_dir():
+            image = _open_zarr(path)
+        elif path.suffix.lower() in TIFFS:
+            image = _open_tiff(path)
+        elif path.suffix.lower() in PICTURES:
+            image = _open_picture(path)
+        else:
+            raise ResShiftError(f"{path}: not a zarr array, OME-Zarr image, TIFF, PNG or JPEG")
+    except ResShiftError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the same user problem: an unreadable input
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ResShiftError(f"{path}: cannot be read ({first}); is it a complete zarr, TIFF, PNG or JPEG?") from None
+    return _check(image, path, axes=axes, rgb=rgb)
+
+
+def _check(image: InputImage, path: Path, *, axes: str | None, rgb: bool | None) -> InputImage:
+    shape = tuple(image.array.shape)
+    if len(shape) < 2:
+        raise ResShiftError(f"{path}: the array is {len(shape)}-D (shape {shape}); an image needs Y and X axes")
+    if 0 in shape:
+        raise ResShiftError(f"{path}: the array is empty (shape {shape}); nothing to upscale")
+    check_dtype(image.array.dtype)
+    if axes is not None:
+        axes = axes.lower()
+        if len(axes) != len(shape):
+            raise ResShiftError(f"--axes {axes!r} names {len(axes)} axes but {path} has {len(shape)} (shape {shape})")
+        image.axes, image.rgb = axes, axes.endswith("c") and shape[-1] in (3, 4)
+    if not image.axes:
+        raise ResShiftError(
+            f"{path}: cannot tell the axes of an array of shape {shape} (no metadata); pass --axes, e.g. --axes "
+            f"{'zyx' if len(shape) == 3 else 'tczyx'[-len(shape):]}"
+        )
+    bad = sorted(set(image.axes) - set(AXES))
+    if bad or len(set(image.axes)) != len(image.axes) or not {"y", "x"} <= set(image.axes):
+        raise ResShiftError(
+            f"{path}: axes {image.axes!r} are not understood; pass --axes with one letter per axis from {AXES!r}"
+        )
+    if rgb is not None:
+        if rgb and ("c" not in image.axes or shape[image.axes.index("c")] not in (3, 4)):
+            raise ResShiftError(f"{path}: --rgb needs a c axis of 3 or 4 channels (axes {image.axes!r}, shape {shape})")
+        image.rgb = rgb
+    return image
+
+
+def _guess_axes(shape: tuple) -> str:
+    """Only the unambiguous cases; anything else needs metadata or --axes."""
+    if len(shape) == 2:
+        return "yx"
+    if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
+        return "yxc"
+    return ""
+
+
+def _open_zarr(path: Path) -> InputImage:
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        names = getattr(node.metadata, "dimension_names", None)
+        axes = "".join(n.lower() for n in names) if names and all(n and len(n) == 1 for n in names) else ""
+        axes = axes or _guess_axes(node.shape)
+        return InputImage(InputSpec(str(path), "zarr"), node, axes, axes.endswith("c") and node.shape[-1] in (3, 4))
+    attrs = node.attrs.asdict()
+    status = ome.run_status(attrs)
+    if status is not None and status != "complete":
+        raise ResShiftError(f"{path}: an unfinished upscaling output (run interrupted); finish it with --resume")
+    ms = ome.read_multiscales(attrs)
+    if ms is None:
+        raise ResShiftError(f"{path}: a zarr group without OME-Zarr 0.4/0.5 multiscales; pass the array inside it")
+    names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
+    axes = "".join(n.lower() for n in names) if all(len(n) == 1 for n in names) else "?" * len(names)
+    units = {n.lower(): a["unit"] for n, a in zip(names, ms.get("axes", [])) if isinstance(a, dict) and "unit" in a}
+    level0 = ms["datasets"][0]
+    scale, translation = {}, {}
+    for t in level0.get("coordinateTransformations", []):
+        if t.get("type") == "scale":
+            scale = dict(zip(axes, t["scale"]))
+        elif t.get("type") == "translation":
+            translation = dict(zip(axes, t["translation"]))
+    array = zarr.open_array(f"{path}/{level0['path']}", mode="r")
+    return InputImage(
+        InputSpec(str(path), "zarr", level0["path"]), array, axes, False,
+        scale=scale, translation=translation, units=units,
+    )
+
+
+def _open_tiff(path: Path) -> InputImage:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        letters = series.axes
+        scale, units = _ome_tiff_pixels(tif.ome_metadata) if tif.is_ome else ({}, {})
+    axes = "".join(TIFF_AXES.get(a, "?") for a in letters)
+    if "S" in letters and "C" in letters:
+        axes = ""
+    spec = InputSpec(str(path), "tiff")
+    array = spec.open_array()
+    return InputImage(spec, array, axes, "S" in letters, scale=scale, units=units)
+
+
+def _ome_tiff_pixels(xml: str | None) -> tuple[dict, dict]:
+    """Physical pixel sizes and units from OME-XML (micrometre when the unit is not given)."""
+    if not xml:
+        return {}, {}
+    try:
+        pixels = next(e for e in ET.fromstring(xml).iter() if e.tag.endswith("Pixels"))
+    except (ET.ParseError, StopIteration):
+        return {}, {}
+    scale, units = {}, {}
+    for a in "zyx":
+        size = pixels.get(f"PhysicalSize{a.upper()}")
+        if size is not None:
+            scale[a] = float(size)
+            units[a] = {"µm": "micrometer", "um": "micrometer", "nm": "nanometer", "mm": "millimeter"}.get(
+                pixels.get(f"PhysicalSize{a.upper()}Unit", "µm"), "micrometer"
+            )
+    return scale, units
+
+
+def _open_picture(path: Path) -> InputImage:
+    spec = InputSpec(str(path), "picture")
+    array = spec.open_array()
+    axes = "yx" if array.ndim == 2 else "yxc"
+    return InputImage(spec, array, axes, array.ndim == 3 and array.shape[-1] in (3, 4))

@@ -1,0 +1,126 @@
+"""pipelines.upscale_zarr as processes: resume after kill -9, LocalCluster, the CLI's exit codes, napari overlay."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from napari_resshift.loading import make_card, save_model
+from napari_resshift.model import ResShiftModel
+from napari_resshift.registry import architecture
+from pipelines import execute, ome, upscale_zarr
+
+ROOT = Path(__file__).resolve().parents[1]
+FLAGS = ["--tile", "16", "--overlap", "4", "--quiet", "--seed", "1"]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    torch.manual_seed(0)
+    model = ResShiftModel(architecture("tiny")).eval()
+    return str(save_model(model, tmp_path_factory.mktemp("model") / "tiny.safetensors", make_card(model, name="tiny")))
+
+
+def make_input(path: Path, shape) -> Path:
+    data = (np.random.default_rng(0).random(shape) * 5000).astype(np.uint16)
+    zarr.open_array(str(path), mode="w", shape=shape, chunks=(32, 32), dtype="uint16")[:] = data
+    return path
+
+
+def cli(*args) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "pipelines.upscale_zarr", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(model_path, tmp_path):
+    src = make_input(tmp_path / "in.zarr", (48, 48))
+    assert upscale_zarr.main([str(src), "-o", str(tmp_path / "whole.zarr"), "--model", model_path, *FLAGS]) == 0
+    out = tmp_path / "killed.zarr"
+    proc = cli(src, "-o", out, "--model", model_path, *FLAGS)
+    done = out / execute.DONE_DIR
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and len(list(done.glob("*")) if done.is_dir() else []) < 2:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list(done.glob("*")))
+    assert 0 < finished < 16
+    # a partial output is never mistaken for a finished one
+    assert ome.run_status(zarr.open_group(str(out), mode="r").attrs.asdict()) == "running"
+    assert ome.read_multiscales(zarr.open_group(str(out), mode="r").attrs.asdict()) is None
+    assert upscale_zarr.main([str(out), "-o", str(tmp_path / "again.zarr"), "--model", model_path, *FLAGS]) == 2
+    assert upscale_zarr.main([str(src), "-o", str(out), "--model", model_path, *FLAGS]) == 2
+    assert upscale_zarr.main([str(src), "-o", str(out), "--model", model_path, *FLAGS, "--seed", "2", "--resume"]) == 2
+    written = []
+    original = execute.upscale_block
+
+    def counting(*a, on_chunk, **kw):
+        return original(*a, on_chunk=lambda k: (written.append(k), on_chunk(k)), **kw)
+
+    execute.upscale_block = counting
+    try:
+        assert upscale_zarr.main([str(src), "-o", str(out), "--model", model_path, *FLAGS, "--resume"]) == 0
+    finally:
+        execute.upscale_block = original
+    assert len(written) == 16 - finished
+    whole, resumed = (zarr.open_group(str(tmp_path / n), mode="r") for n in ("whole.zarr", "killed.zarr"))
+    for level in ("0", "1", "2"):
+        np.testing.assert_array_equal(resumed[level][:], whole[level][:])
+    assert ome.run_status(resumed.attrs.asdict()) == "complete" and not done.exists()
+
+
+def test_local_cluster_equals_the_local_run(model_path, tmp_path):
+    src = make_input(tmp_path / "in.zarr", (40, 44))
+    local, cluster = tmp_path / "local.zarr", tmp_path / "cluster.zarr"
+    assert upscale_zarr.main([str(src), "-o", str(local), "--model", model_path, *FLAGS, "--threads", "2"]) == 0
+    assert upscale_zarr.main([str(src), "-o", str(cluster), "--model", model_path, *FLAGS, "--workers", "2"]) == 0
+    a, b = (zarr.open_group(str(p), mode="r")["0"][:] for p in (local, cluster))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_cli_process_exit_codes(tmp_path):
+    one_d = tmp_path / "line.zarr"
+    zarr.open_array(str(one_d), mode="w", shape=(9,), dtype="uint8")
+    proc = cli(one_d)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err.startswith("error: ") and "1-D" in err and "Traceback" not in err
+    proc = cli(tmp_path / "missing.tif")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err.strip().count("\n") == 0 and "no such file" in err
+
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="napari.Viewer needs a display (run under Xvfb)")
+def test_napari_overlays_output_on_input(model_path, tmp_path):
+    """Both read with ome-zarr-py into napari: their pixel corners coincide in world coordinates."""
+    import napari
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from pipelines.example import write_example
+
+    demo = write_example(tmp_path / "demo.zarr", height=40, width=48)
+    out = tmp_path / "out.zarr"
+    assert upscale_zarr.main([str(demo), "-o", str(out), "--model", model_path, *FLAGS]) == 0
+    viewer = napari.Viewer(show=False)
+    try:
+        layers = []
+        for path in (demo, out):
+            node = next(iter(Reader(parse_url(str(path)))()))
+            scale, translation = node.metadata["coordinateTransformations"][0]
+            data = node.data if len(node.data) > 1 else node.data[0]
+            layers.append(viewer.add_image(data, multiscale=len(node.data) > 1, scale=scale["scale"],
+                                           translate=translation["translation"], name=path.name))
+        lr, hr = layers
+        np.testing.assert_allclose(lr.data_to_world([-0.5, -0.5]), hr.data_to_world([-0.5, -0.5]))
+        np.testing.assert_allclose(lr.data_to_world([39.5, 47.5]), hr.data_to_world([159.5, 191.5]))
+        np.testing.assert_allclose(lr.data_to_world([3, 5]), hr.data_to_world([13.5, 21.5]))
+    finally:
+        viewer.close()

@@ -1,0 +1,237 @@
+"""training.finetune end to end on generated images with the tiny architecture: learning, exact resume, export."""
+import csv
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from napari_resshift.engine import Upscaler
+from napari_resshift.loading import load_model, read_state_dict
+from napari_resshift.model import ResShiftModel
+from napari_resshift.registry import architecture
+from training import checkpoint, data, finetune
+from training.stages import AutoencoderStage, DenoiserStage
+from training.trainer import Settings, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+N = 6  # iterations of the reference run; it is killed after the checkpoint at N // 2
+
+
+def pattern(h, w, *, phase, dtype=np.uint8):
+    yy, xx = np.mgrid[0:h, 0:w]
+    wave = 0.5 + 0.4 * np.sin(xx / (2.5 + phase) + phase) * np.cos(yy / 4.0 - phase)
+    top = np.iinfo(dtype).max * (0.3 if dtype == np.uint16 else 1)  # 16-bit data rarely fills its range
+    return (wave * top).astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    for i in range(3):
+        rgb = np.stack([pattern(96, 112, phase=i + c / 3) for c in range(3)], -1)
+        Image.fromarray(rgb).save(folder / f"photo{i}.png")
+    cells = np.stack([pattern(80, 80, phase=p, dtype=np.uint16) for p in (0.5, 1.5)])
+    tifffile.imwrite(folder / "cells.tif", cells, metadata={"axes": "CYX"}, photometric="minisblack")
+    return folder
+
+
+def common(images, run) -> list[str]:
+    return ["--data", str(images), "--run", str(run), "--crop", "64", "--batch", "2", "--val-fraction", "0.25",
+            "--val-size", "64", "--val-images", "2", "--log-every", "1", "--seed", "5"]
+
+
+@pytest.fixture(scope="module")
+def autoencoder_run(images, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ae") / "run"
+    outcome = finetune.train(common(images, run) + ["--stage", "autoencoder", "--arch", "tiny", "--iterations", "3",
+                                                     "--val-every", "3", "--no-tensorboard"])
+    return outcome
+
+
+def denoiser_args(images, run, autoencoder_run) -> list[str]:
+    return common(images, run) + [
+        "--init", "scratch", "--arch", "tiny", "--autoencoder", str(autoencoder_run.path),
+        "--iterations", str(N), "--micro-batch", "1", "--warmup", "2", "--lr", "1e-3", "--ema", "0.9",
+        "--checkpoint-every", "3", "--val-every", "3", "--degradation", "realesrgan",
+    ]
+
+
+@pytest.fixture(scope="module")
+def straight(images, autoencoder_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("straight")
+    args = denoiser_args(images, root / "run", autoencoder_run) + ["--export-official", str(root / "official")]
+    return finetune.train(args)
+
+
+def assert_same_state(a: dict, b: dict, where: str = ""):
+    assert a.keys() == b.keys(), where
+    for key in a:
+        if isinstance(a[key], dict):
+            assert_same_state(a[key], b[key], f"{where}.{key}")
+        elif isinstance(a[key], torch.Tensor):
+            assert torch.equal(a[key], b[key]), f"{where}.{key} differs"
+        elif key not in ("elapsed_s", "metrics"):
+            assert a[key] == b[key], f"{where}.{key} differs"
+
+
+def weights_of(run: Path) -> dict:
+    state = checkpoint.load(run / "checkpoint.pt")
+    return {k: state[k] for k in ("iteration", "model", "ema", "optimizer", "scheduler", "scaler", "sampler")}
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(images):
+    torch.manual_seed(0)
+    pairs = data.load_pairs([images / "photo0.png", images / "cells.tif"], crop=64, scale=4, norm="auto")
+    batch = data.CropSampler(pairs, crop=64, scale=4, micro_batch=2, degradation="bicubic", seed=0)[0]
+    stages = (DenoiserStage, AutoencoderStage, lambda m: AutoencoderStage(m, quantize=False))
+    for make_stage in stages:
+        stage = make_stage(ResShiftModel(architecture("tiny")))
+        settings = Settings(iterations=16, batch=2, lr=2e-3, warmup=1, ema=0)
+        trainer = Trainer(stage, settings, sampler=None, val_items=[], device=torch.device("cpu"), run_dir=images)
+        losses = [trainer.step(itertools.repeat(batch))[0] for _ in range(settings.iterations)]
+        assert np.mean(losses[-3:]) < 0.75 * losses[0], (stage.name, losses)
+    assert stage.model.config["autoencoder"]["quantize"] is False  # the continuous autoencoder decodes as trained
+
+
+def test_bf16_autocast_step_runs_on_cpu(images):
+    pairs = data.load_pairs([images / "photo1.png"], crop=64, scale=4, norm="auto")
+    batch = data.CropSampler(pairs, crop=64, scale=4, micro_batch=1, degradation="bicubic", seed=0)[0]
+    stage = DenoiserStage(ResShiftModel(architecture("tiny")))
+    before = [p.detach().clone() for p in stage.module.parameters()]
+    trainer = Trainer(stage, Settings(iterations=1, batch=1, precision="bf16", ema=0), sampler=None, val_items=[],
+                      device=torch.device("cpu"), run_dir=images)
+    loss, grad_norm = trainer.step(iter([batch]))
+    assert np.isfinite(loss) and np.isfinite(grad_norm)
+    assert any(not torch.equal(a, b) for a, b in zip(before, stage.module.parameters()))
+
+
+def test_run_writes_logs_samples_card_and_keeps_the_autoencoder_frozen(straight, autoencoder_run):
+    run = straight.path.parent
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows if r["loss"]] == list(range(1, N + 1))
+    val = [r for r in rows if r["psnr"]]
+    assert [int(r["iteration"]) for r in val] == [3, 6]
+    assert all(float(r["psnr_bicubic"]) > 10 and 0 < float(r["ssim_bicubic"]) <= 1 for r in val)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["iter_0000003.png", "iter_0000006.png"]
+    grid = np.asarray(Image.open(run / "samples" / "iter_0000006.png"))
+    rows = len(straight.trainer.val_items)
+    assert rows >= 1 and grid.shape == (64 * rows + 4 * (rows - 1), 64 * 4 + 3 * 4, 3)  # LR | bicubic | ResShift | HR
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    card = json.loads((run / "model.json").read_text())
+    training = card["training"]
+    assert training["iterations"] == N and training["degradation"] == "realesrgan" and training["wall_time_s"] > 0
+    assert training["train_files"] == 3 and training["val_files"] == 1 and set(training["metrics"]) >= {"psnr"}
+    assert card["normalization"]["mode"] == "auto" and "cores" in training["hardware"]
+    ae_file = read_state_dict(autoencoder_run.path)
+    for key, value in straight.model.autoencoder.state_dict().items():
+        assert torch.equal(value, ae_file[f"autoencoder.{key}"]), key
+
+
+def test_killed_and_resumed_run_equals_the_straight_run(straight, images, autoencoder_run, tmp_path):
+    run = tmp_path / "run"
+    env = os.environ | {"OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONUNBUFFERED": "1"}
+    args = denoiser_args(images, run, autoencoder_run) + ["--no-tensorboard"]
+    proc = subprocess.Popen([sys.executable, "-m", "training.finetune", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith(f"checkpoint: iteration {N // 2}"):
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert N // 2 <= checkpoint.load(run / "checkpoint.pt")["iteration"] < N
+    resumed = finetune.train(["--resume", str(run)])
+    assert resumed.trainer.iteration == N
+    assert_same_state(weights_of(straight.path.parent), weights_of(run))
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_export_loads_in_the_engine_with_the_same_output(straight):
+    gray = pattern(40, 36, phase=0.3, dtype=np.uint16)
+    rgb = np.stack([pattern(24, 28, phase=p) for p in (0.1, 0.2, 0.3)], -1)
+    from_file = Upscaler(straight.path, device="cpu")
+    in_memory = Upscaler(straight.model, card=straight.card, device="cpu")
+    for image in (gray, rgb):
+        a = from_file.upscale(image, seed=3, tile=32).image
+        b = in_memory.upscale(image, seed=3, tile=32).image
+        assert a.shape == (image.shape[0] * 4, image.shape[1] * 4, *image.shape[2:]) and a.dtype == image.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_official_export_loads_strictly(straight):
+    official = straight.path.parents[1] / "official"
+    model, _ = load_model(official)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key
+
+
+def test_checkpoint_of_a_compiled_model_loads(images, autoencoder_run, tmp_path):
+    """torch.compile wraps the network as _orig_mod; those keys load into an uncompiled model (and back)."""
+    torch.manual_seed(1)
+    model, _ = load_model(autoencoder_run.path)
+    pairs = data.load_pairs([images / "photo2.png"], crop=64, scale=4, norm="auto")
+    sampler = data.CropSampler(pairs, crop=64, scale=4, micro_batch=1, degradation="bicubic", seed=0)
+
+    def trainer(compiled: bool):
+        stage = DenoiserStage(ResShiftModel(model.config))
+        return Trainer(stage, Settings(iterations=2, batch=1, compile=compiled), sampler=sampler, val_items=[],
+                       device=torch.device("cpu"), run_dir=tmp_path)
+
+    compiled = trainer(True)
+    state = compiled.state_dict()
+    assert any("_orig_mod." in k for k in state["model"])
+    checkpoint.save(state, tmp_path / "checkpoint.pt")
+    plain = trainer(False)
+    plain.load_state_dict(checkpoint.load(tmp_path / "checkpoint.pt"))
+    for key, value in plain.stage.model.state_dict().items():
+        assert torch.equal(value, state["model"][key.replace("unet.", "unet._orig_mod.", 1)]), key
+
+
+def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save({"iteration": 1, "w": torch.ones(3)}, path)
+
+    def crash(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        checkpoint.save({"iteration": 2, "w": torch.zeros(3)}, path)
+    state = checkpoint.load(path)
+    assert state["iteration"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_rng_states_round_trip():
+    import random
+
+    state = checkpoint.rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+    checkpoint.set_rng_state(state)
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(1), expected[2])
+
+
+def test_worker_processes_deliver_the_same_batches(images):
+    pairs = data.load_pairs([images / "photo0.png", images / "cells.tif"], crop=64, scale=4, norm="auto")
+    sampler = data.CropSampler(pairs, crop=64, scale=4, micro_batch=2, degradation="satellite", seed=9)
+    trainer = Trainer(DenoiserStage(ResShiftModel(architecture("tiny"))), Settings(batch=2, workers=2),
+                      sampler=sampler, val_items=[], device=torch.device("cpu"), run_dir=images)
+    for k, batch in enumerate(trainer.batches(4, 3), start=4):
+        expected = sampler[k]
+        assert batch["seed"] == expected["seed"] and batch["index"] == k
+        assert torch.equal(batch["hr"], expected["hr"]) and torch.equal(batch["lq"], expected["lq"])

@@ -1,0 +1,203 @@
+"""Training data, degradations and metrics on generated images: readers, crops, pairs, bad-data errors."""
+import numpy as np
+import pytest
+import tifffile
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from napari_resshift import normalization
+from napari_resshift.errors import ResShiftError
+from napari_resshift.loading import make_card, save_model
+from napari_resshift.model import ResShiftModel
+from napari_resshift.registry import architecture
+from training import data, degradations, finetune, metrics
+
+
+def pattern(h=96, w=96, *, phase=0.0, dtype=np.uint8, peak=None):
+    yy, xx = np.mgrid[0:h, 0:w]
+    wave = 0.5 + 0.4 * np.sin(xx / 3.0 + phase) * np.cos(yy / 5.0 - phase)
+    peak = peak or (np.iinfo(dtype).max if np.dtype(dtype).kind in "iu" else 1.0)
+    return (wave * peak).astype(dtype)
+
+
+# -- readers -------------------------------------------------------------------------------------------------------
+def test_reads_rgb_png_16bit_png_multichannel_stack_and_zarr(tmp_path):
+    import zarr
+
+    rgb = np.stack([pattern(), pattern(phase=1), pattern(phase=2)], -1)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(pattern(dtype=np.uint16)).save(tmp_path / "deep.png")
+    tifffile.imwrite(tmp_path / "cyx.tif", np.stack([pattern(dtype=np.uint16, phase=p) for p in range(3)]),
+                     metadata={"axes": "CYX"}, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "tzyx.tif", np.stack([[pattern(dtype=np.uint16, phase=t + z) for z in range(2)]
+                                                      for t in range(3)]), metadata={"axes": "TZYX"})
+    zarr.save_array(str(tmp_path / "plain.zarr"), np.stack([pattern(phase=p) for p in range(4)]))
+    found = data.find_images(tmp_path)
+    assert [f.name for f in found] == ["cyx.tif", "deep.png", "plain.zarr", "rgb.png", "tzyx.tif"]
+    sources = {f.name: data.check_source(data.open_source(f), min_size=64, norm="auto") for f in found}
+    assert sources["rgb.png"].groups == [(0, 3)] and sources["rgb.png"].planes == 1
+    assert sources["deep.png"].array.dtype == np.uint16 and sources["deep.png"].groups == [(0, 1)]
+    assert sources["cyx.tif"].groups == [(0, 1), (1, 2), (2, 3)] and sources["cyx.tif"].planes == 1
+    assert sources["tzyx.tif"].planes == 6 and sources["tzyx.tif"].groups == [(0, 1)]
+    assert sources["plain.zarr"].planes == 4
+    # plane 4 of T x Z = (t 2, z 0)
+    plane = sources["tzyx.tif"].read(4, (0, 1), 0, 0, 96, 96)[0]
+    np.testing.assert_array_equal(plane, pattern(dtype=np.uint16, phase=2))
+    crop = sources["cyx.tif"].normalised(0, (1, 2), 10, 20, 32, 32)
+    assert crop.shape == (1, 32, 32) and crop.dtype == np.float32 and crop.min() >= -1 and crop.max() <= 1
+
+
+def test_ome_zarr_axes_are_read_from_metadata(tmp_path):
+    import zarr
+
+    root = zarr.open_group(str(tmp_path / "img.ome.zarr"), mode="w")
+    array = np.stack([pattern(dtype=np.uint16, phase=c) for c in range(2)])[None]  # t c y x
+    root.create_array("0", data=array)
+    root.attrs["multiscales"] = [{"version": "0.4", "axes": [{"name": n} for n in "tcyx"],
+                                  "datasets": [{"path": "0"}]}]
+    source = data.check_source(data.open_source(tmp_path / "img.ome.zarr"), min_size=64, norm="auto")
+    assert source.axes == "TCYX" and source.groups == [(0, 1), (1, 2)] and source.planes == 1
+
+
+def test_normalisation_is_the_engines(tmp_path):
+    """A 16-bit gray image gets exactly what Upscaler.upscale(norm='auto') fits for it."""
+    image = pattern(dtype=np.uint16, peak=3000)
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    source = data.check_source(data.open_source(tmp_path / "a.tif"), min_size=64, norm="auto")
+    assert source.norm == normalization.fit(image[None], mode="auto", channel_axis=0)
+    expected = normalization.fit(image[None], mode="auto", channel_axis=0).forward(image[None], channel_axis=0)
+    np.testing.assert_array_equal(source.normalised(0, (0, 1), 0, 0, 96, 96), np.clip(expected, -1, 1))
+
+
+def test_sampler_is_a_pure_function_of_seed_and_index_and_replicates_gray(tmp_path):
+    tifffile.imwrite(tmp_path / "g.tif", pattern(128, 128, dtype=np.uint16))
+    pairs = data.load_pairs([tmp_path / "g.tif"], crop=64, scale=4, norm="auto")
+    sampler = data.CropSampler(pairs, crop=64, scale=4, micro_batch=2, degradation="microscopy", seed=3)
+    a, b, c = sampler[5], sampler[5], sampler[6]
+    assert a["hr"].shape == (2, 3, 64, 64) and a["lq"].shape == (2, 3, 16, 16)
+    assert torch.equal(a["hr"], b["hr"]) and torch.equal(a["lq"], b["lq"]) and a["seed"] == b["seed"]
+    assert not torch.equal(a["hr"], c["hr"])
+    assert torch.equal(a["hr"][:, 0], a["hr"][:, 2]) and torch.equal(a["lq"][:, 0], a["lq"][:, 1])
+
+
+def test_paired_crops_stay_aligned_through_flips_and_rotations(tmp_path):
+    (tmp_path / "hr").mkdir()
+    (tmp_path / "lr").mkdir()
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (128, 128), dtype=np.uint8)
+    lr = hr.reshape(32, 4, 32, 4).mean((1, 3)).round().astype(np.uint8)
+    Image.fromarray(hr).save(tmp_path / "hr" / "x.png")
+    Image.fromarray(lr).save(tmp_path / "lr" / "x.png")
+    pairs = data.load_pairs([tmp_path / "hr" / "x.png"], crop=64, scale=4, norm="auto", lr_root=tmp_path / "lr")
+    sampler = data.CropSampler(pairs, crop=64, scale=4, micro_batch=4, degradation="bicubic", seed=0)
+    for k in range(3):
+        batch = sampler[k]
+        pooled = F.avg_pool2d(batch["hr"], 4)
+        assert (pooled - batch["lq"]).abs().max() <= 1.01 / 127.5
+
+
+def test_split_holds_out_a_fraction_of_each_data_path(tmp_path):
+    for domain in ("a", "b"):
+        (tmp_path / domain).mkdir()
+        for i in range(7):
+            Image.fromarray(pattern(phase=i)).save(tmp_path / domain / f"{i}.png")
+    opts = finetune.resolve_options(["--data", str(tmp_path / "a"), str(tmp_path / "b"), "--run", str(tmp_path / "r")])
+    files = finetune.split_data(opts)
+    assert len(files["train"]) == 12 and len(files["val"]) == 2
+    assert {p.split("/")[-2] for p in files["val"]} == {"a", "b"}
+    assert not set(files["train"]) & set(files["val"])
+
+
+# -- degradations --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(degradations.DEGRADATIONS))
+@pytest.mark.parametrize("channels", [1, 3])
+def test_degradations_are_seeded_and_shrink_by_the_scale(name, channels):
+    hr = torch.from_numpy(pattern(64, 96).astype(np.float32) / 255)[None].expand(channels, -1, -1).contiguous()
+    run = lambda seed: degradations.DEGRADATIONS[name](hr, 4, torch.Generator().manual_seed(seed))  # noqa: E731
+    a, b, c = run(1), run(1), run(2)
+    assert a.shape == (channels, 16, 24) and torch.isfinite(a).all()
+    assert torch.equal(a, b)
+    assert name == "bicubic" or not torch.equal(a, c)
+    bic = degradations.bicubic(hr, 4)
+    assert abs(float(a.mean()) - float(bic.mean())) < 0.08  # brightness survives blur, noise and JPEG
+
+
+def test_jpeg_round_trip_loses_more_at_low_quality():
+    x = torch.from_numpy(np.stack([pattern(64, 64, phase=p) for p in range(3)]).astype(np.float32) / 255)
+    err = {q: float((degradations.jpeg(x, q) - x).abs().mean()) for q in (95, 10)}
+    assert err[95] < 0.02 < err[10]
+
+
+# -- metrics -------------------------------------------------------------------------------------------------------
+def test_psnr_and_ssim_known_values():
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.8
+    assert torch.allclose(metrics.psnr(x + 0.1, x, rgb=False), torch.full((2,), 20.0, dtype=torch.float64))
+    assert torch.allclose(metrics.ssim(x, x, rgb=False), torch.ones(2, dtype=torch.float64))
+    noisy = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    ours = metrics.ssim(noisy, x, rgb=False)
+    assert float(ours.max()) < 0.95
+    skimage_metrics = pytest.importorskip("skimage.metrics")
+    reference = skimage_metrics.structural_similarity(
+        noisy[0, 0].double().numpy(), x[0, 0].double().numpy(), gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False, data_range=1.0)
+    assert abs(float(ours[0]) - reference) < 1e-6
+    rgb = x.expand(-1, 3, -1, -1)
+    # Y of a gray RGB image is 16/255 + 219/255 * gray, so an offset of 0.1 becomes 0.1 * 219/255
+    expected = 20 - 20 * np.log10(219 / 255)
+    assert np.allclose(metrics.psnr(rgb + 0.1, rgb, rgb=True).numpy(), expected)
+
+
+# -- bad data: one clear line before training ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def donor(tmp_path_factory):
+    """A random tiny latent model whose autoencoder the denoiser stage loads frozen."""
+    torch.manual_seed(0)
+    model = ResShiftModel(architecture("tiny")).eval()
+    return save_model(model, tmp_path_factory.mktemp("donor") / "tiny.safetensors", make_card(model, name="tiny"))
+
+
+def write_bad(kind: str, folder):
+    folder.mkdir()
+    if kind == "empty":
+        (folder / "notes.txt").write_text("no images here")
+        return "no images found"
+    Image.fromarray(pattern()).save(folder / "good.png")
+    if kind == "unreadable":
+        (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
+        return "cannot be read as an image"
+    if kind == "small":
+        Image.fromarray(pattern(40, 50)).save(folder / "small.png")
+        return "smaller than the 64-pixel training crop"
+    if kind == "constant":
+        tifffile.imwrite(folder / "flat.tif", np.full((80, 80), 7, np.uint16))
+        return "every pixel has the same value"
+    if kind == "nan":
+        image = pattern(dtype=np.float32)
+        image[3, 4] = np.nan
+        tifffile.imwrite(folder / "nan.tif", image)
+        return "contains NaN"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["empty", "unreadable", "small", "constant", "nan"])
+def test_bad_data_is_one_clear_line_before_training(kind, tmp_path, donor, capsys):
+    expected = write_bad(kind, tmp_path / "data")
+    run = tmp_path / "run"
+    code = finetune.main(["--data", str(tmp_path / "data"), "--run", str(run), "--init", "scratch", "--arch", "tiny",
+                          "--autoencoder", str(donor), "--crop", "64", "--iterations", "2", "--no-tensorboard"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and expected in err, err
+    assert not (run / "checkpoint.pt").exists()
+
+
+def test_missing_path_and_bad_resume_options_are_errors(tmp_path, capsys):
+    assert finetune.main(["--data", str(tmp_path / "nowhere"), "--run", str(tmp_path / "r")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+    with pytest.raises(ResShiftError, match="not a training run folder"):
+        finetune.resolve_options(["--resume", str(tmp_path)])
+    (tmp_path / "run.json").write_text('{"options": {"crop": 128}, "files": {}}')
+    assert finetune.resolve_options(["--resume", str(tmp_path), "--crop", "128", "--iterations", "9"]).iterations == 9
+    with pytest.raises(ResShiftError, match="--crop cannot change when resuming"):
+        finetune.resolve_options(["--resume", str(tmp_path), "--crop", "256"])

@@ -1,0 +1,350 @@
+"""Training images: finding files and zarr arrays, reading them as 2-D planes, checking them, sampling crops.
+
+An image is viewed as planes x channels x H x W; a channel trains alone (replicated to RGB, the engine's convention)
+unless it belongs to an RGB triplet. Intensities are normalised per image and channel as inference does.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_resshift import normalization
+from napari_resshift.errors import ResShiftError
+
+from .degradations import DEGRADATIONS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
+OME_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
+TEXTURE_TRIES = 4  # crops drawn before settling for the most textured one (microscopy is mostly background)
+MIN_TEXTURE = 0.02  # std in [-1, 1] units below which a crop counts as background
+
+
+@dataclass
+class Source:
+    """One image: its array (numpy or zarr, read lazily), one axis letter per dimension, channel groups, norm.
+
+    Axes: Y and X, optionally C; every other letter is a plane axis (Z, T, ...), flattened into one plane index.
+    """
+
+    path: str
+    array: Any
+    axes: str
+    groups: list[tuple[int, int]]
+    norm: normalization.Normalization | None = None
+
+    def size(self, axis: str) -> int:
+        return int(self.array.shape[self.axes.index(axis)]) if axis in self.axes else 1
+
+    @property
+    def height(self) -> int:
+        return self.size("Y")
+
+    @property
+    def width(self) -> int:
+        return self.size("X")
+
+    @property
+    def plane_shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n, a in zip(self.array.shape, self.axes) if a not in "CYX")
+
+    @property
+    def planes(self) -> int:
+        return math.prod(self.plane_shape)
+
+    def read(self, plane: int, group: tuple[int, int], y: int, x: int, h: int, w: int) -> np.ndarray:
+        """Stored values [channels of group, h, w]."""
+        plane_index = iter(np.unravel_index(plane, self.plane_shape) if self.plane_shape else ())
+        spans = {"Y": slice(y, y + h), "X": slice(x, x + w), "C": slice(*group)}
+        block = np.asarray(self.array[tuple(spans[a] if a in spans else int(next(plane_index)) for a in self.axes)])
+        kept = [a for a in self.axes if a in "CYX"]
+        if "C" not in kept:
+            block, kept = block[None], ["C", *kept]
+        return np.transpose(block, [kept.index(a) for a in "CYX"])
+
+    def normalised(self, plane: int, group: tuple[int, int], y: int, x: int, h: int, w: int) -> np.ndarray:
+        """float32 [c, h, w] in [-1, 1]: the image's normalisation, clipped like the model's output."""
+        norm = normalization.Normalization(self.norm.mode, self.norm.low[slice(*group)], self.norm.high[slice(*group)])
+        return np.clip(norm.forward(self.read(plane, group, y, x, h, w), channel_axis=0), -1, 1)
+
+
+@dataclass
+class Pair:
+    """An HR source and, for real paired data, its LR source (None: LR is made by a degradation)."""
+
+    hr: Source
+    lr: Source | None = None
+
+
+@dataclass
+class ValItem:
+    hr: torch.Tensor  # [1, 3, H, W] in [-1, 1]
+    lq: torch.Tensor  # [1, 3, H/s, W/s]
+    rgb: bool
+    name: str
+
+
+def is_zarr(path: Path) -> bool:
+    return path.is_dir() and (path.suffix == ".zarr" or any((path / m).exists() for m in ZARR_MARKERS))
+
+
+def find_images(path: Path) -> list[Path]:
+    """Image files and zarr stores at ``path`` (a file, a store, or a folder searched recursively)."""
+    if not path.exists():
+        raise ResShiftError(f"{path}: no such file or folder; check the --data path")
+    if is_zarr(path) or path.is_file():
+        return [path]
+    found, stack = [], [path]
+    while stack:
+        folder = stack.pop()
+        for entry in sorted(folder.iterdir()):
+            if is_zarr(entry):
+                found.append(entry)
+            elif entry.is_dir():
+                stack.append(entry)
+            elif entry.suffix.lower() in IMAGE_SUFFIXES:
+                found.append(entry)
+    if not found:
+        raise ResShiftError(
+            f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files and zarr stores); check --data"
+        )
+    return sorted(found)
+
+
+def _read_pil(path: Path) -> tuple[np.ndarray, str, list[tuple[int, int]]]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("1", "LA"):
+            im = im.convert("L")
+        elif im.mode not in ("L", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
+            im = im.convert("RGB")  # palette, CMYK, ...: alpha is dropped anyway
+        array = np.asarray(im)
+    if array.ndim == 2:
+        return array, "YX", [(0, 1)]
+    return array, "YXC", [(0, 3)]  # RGB(A): alpha is not image content
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, str, list[tuple[int, int]]]:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        array, axes = series.asarray(), series.axes
+    if "C" in axes and "S" in axes:
+        axes = axes.replace("S", "Q")
+    # Interleaved 3 or 4 samples per pixel is RGB(A) to the engine, whatever the photometric tag says.
+    rgb = "S" in axes and array.shape[axes.index("S")] in (3, 4)
+    axes = axes.replace("S", "C")
+    channels = array.shape[axes.index("C")] if "C" in axes else 1
+    return array, axes, [(0, 3)] if rgb else [(c, c + 1) for c in range(channels)]
+
+
+def _read_zarr(path: Path) -> tuple[Any, str, list[tuple[int, int]]]:
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        array = node
+        if array.ndim == 3 and array.shape[-1] in (3, 4):
+            return array, "YXC", [(0, 3)] if array.dtype == np.uint8 else [(c, c + 1) for c in range(array.shape[-1])]
+        axes = "Q" * (array.ndim - 2) + "YX"
+    else:
+        attrs = dict(node.attrs)
+        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        if not multiscales:
+            raise ValueError("a zarr group without OME-Zarr multiscales metadata; pass the array's path instead")
+        meta = multiscales[0]
+        array = node[meta["datasets"][0]["path"]]
+        names = [(a["name"] if isinstance(a, dict) else a).lower() for a in meta.get("axes", "tczyx"[-array.ndim:])]
+        axes = "".join(OME_AXES.get(n, "Q") for n in names)
+    channels = array.shape[axes.index("C")] if "C" in axes else 1
+    return array, axes, [(c, c + 1) for c in range(channels)]
+
+
+def open_source(path: Path) -> Source:
+    """Read an image file or open a zarr store; anything unreadable becomes one clear error line."""
+    try:
+        if is_zarr(path):
+            array, axes, groups = _read_zarr(path)
+        elif path.suffix.lower() in (".tif", ".tiff"):
+            array, axes, groups = _read_tiff(path)
+        else:
+            array, axes, groups = _read_pil(path)
+    except Exception as exc:  # noqa: BLE001 - every reader failure is the same user problem
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ResShiftError(f"{path}: cannot be read as an image ({reason}); remove or convert it") from None
+    if "Y" not in axes or "X" not in axes:
+        raise ResShiftError(f"{path}: no Y and X axes found (axes {axes!r}); save it as a 2-D image or stack")
+    return Source(str(path), array, axes, groups)
+
+
+def _sampled(array) -> np.ndarray:
+    """The whole array if in memory, else an evenly strided subset (zarr stores can be larger than memory)."""
+    if isinstance(array, np.ndarray):
+        return array
+    step = max(1, int(np.ceil((array.size / 4_000_000) ** (1 / array.ndim))))
+    return np.asarray(array[(slice(None, None, step),) * array.ndim])
+
+
+def check_source(source: Source, *, min_size: int, norm: str) -> Source:
+    """Reject what cannot train (too small, NaN, constant); drop constant channels; fit the normalisation."""
+    path = source.path
+    try:
+        normalization.check_dtype(source.array.dtype)
+    except ResShiftError as exc:
+        raise ResShiftError(f"{path}: {exc}") from None
+    if source.height < min_size or source.width < min_size:
+        raise ResShiftError(
+            f"{path}: {source.width}x{source.height} pixels is smaller than the {min_size}-pixel training crop; "
+            "remove it or lower --crop"
+        )
+    values = _sampled(source.array)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ResShiftError(f"{path}: contains NaN or infinite values; clean or remove it")
+    if "C" in source.axes:
+        per_channel = np.moveaxis(values, source.axes.index("C"), 0).reshape(values.shape[source.axes.index("C")], -1)
+    else:
+        per_channel = values.reshape(1, -1)
+    varies = per_channel.min(1) != per_channel.max(1)
+    if not varies.any():
+        raise ResShiftError(f"{path}: every pixel has the same value ({per_channel.flat[0]}); remove it")
+    groups = [g for g in source.groups if varies[g[0] : g[1]].any()]
+    channel_axis = source.axes.index("C") if "C" in source.axes else None
+    fitted = normalization.fit(source.array, mode=norm, channel_axis=channel_axis)
+    return Source(source.path, source.array, source.axes, groups, fitted)
+
+
+def _match_lr(hr_path: Path, lr_files: dict[str, Path], lr_root: Path) -> Path:
+    if hr_path.stem not in lr_files:
+        raise ResShiftError(f"{hr_path}: no LR file with the same name in {lr_root}; paired data needs one per HR")
+    return lr_files[hr_path.stem]
+
+
+def load_pairs(paths: list[Path], *, crop: int, scale: int, norm: str, lr_root: Path | None = None) -> list[Pair]:
+    pairs = []
+    lr_files = {p.stem: p for p in find_images(lr_root)} if lr_root is not None else {}
+    for path in paths:
+        hr = check_source(open_source(path), min_size=crop, norm=norm)
+        lr = None
+        if lr_root is not None:
+            lr_path = _match_lr(path, lr_files, lr_root)
+            lr = check_source(open_source(lr_path), min_size=crop // scale, norm=norm)
+            if lr.height * scale > hr.height or hr.height >= (lr.height + 1) * scale or lr.width * scale > hr.width:
+                raise ResShiftError(
+                    f"{lr_path}: {lr.width}x{lr.height} is not 1/{scale} of its HR {hr.width}x{hr.height}; "
+                    f"paired data must match the model's x{scale}"
+                )
+            if lr.planes != hr.planes or len(lr.groups) != len(hr.groups):
+                raise ResShiftError(f"{lr_path}: has other planes or channels than its HR {path}")
+        pairs.append(Pair(hr, lr))
+    return pairs
+
+
+def split_files(files: list[Path], *, fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Hold out about ``fraction`` of the files (at least one when there are two or more), chosen by ``seed``."""
+    if fraction <= 0 or len(files) < 2:
+        return files, []
+    count = min(len(files) - 1, max(1, round(len(files) * fraction)))
+    order = np.random.default_rng(seed).permutation(len(files))
+    held = set(order[:count].tolist())
+    return [f for i, f in enumerate(files) if i not in held], [f for i, f in enumerate(files) if i in held]
+
+
+def replicate_rgb(x: torch.Tensor) -> torch.Tensor:
+    return x if x.shape[0] == 3 else x.expand(3, -1, -1)
+
+
+def degrade(hr: torch.Tensor, *, name: str, scale: int, generator: torch.Generator) -> torch.Tensor:
+    """[c, H, W] in [-1, 1] -> LR in about [-1, 1] through a named degradation working on [0, 1]."""
+    return DEGRADATIONS[name]((hr + 1) / 2, scale, generator) * 2 - 1
+
+
+class CropSampler(torch.utils.data.Dataset):
+    """Micro-batch ``k`` of a run is a pure function of (seed, k): resuming or adding workers changes nothing.
+
+    Each item: a random image (uniform over files), plane and channel group, a crop preferring texture over
+    background, a random flip and 90-degree rotation, then LR from the degradation (or the paired LR crop).
+    """
+
+    def __init__(self, pairs: list[Pair], *, crop: int, scale: int, micro_batch: int, degradation: str, seed: int):
+        if degradation not in DEGRADATIONS:
+            raise ResShiftError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+        self.pairs, self.crop, self.scale = pairs, crop, scale
+        self.micro_batch, self.degradation, self.seed = micro_batch, degradation, seed
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, k: int) -> dict:
+        rng = np.random.default_rng([self.seed, int(k)])
+        items = [self.item(rng) for _ in range(self.micro_batch)]
+        return {
+            "hr": torch.stack([hr for hr, _ in items]),
+            "lq": torch.stack([lq for _, lq in items]),
+            "seed": int(rng.integers(2**62)),
+            "index": int(k),
+        }
+
+    def item(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = self.pairs[rng.integers(len(self.pairs))]
+        plane = int(rng.integers(pair.hr.planes))
+        group_index = int(rng.integers(len(pair.hr.groups)))
+        hr, lq = self.crop_pair(pair, plane, group_index, rng)
+        flip, turns = bool(rng.integers(2)), int(rng.integers(4))
+
+        def augment(x: torch.Tensor) -> torch.Tensor:
+            return torch.rot90(torch.flip(x, (-1,)) if flip else x, turns, (-2, -1))
+
+        hr = augment(hr)
+        if lq is None:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            lq = degrade(hr, name=self.degradation, scale=self.scale, generator=gen)
+        else:
+            lq = augment(lq)
+        return replicate_rgb(hr).contiguous(), replicate_rgb(lq).contiguous()
+
+    def crop_pair(self, pair: Pair, plane: int, group_index: int, rng: np.random.Generator):
+        s, size = self.scale, self.crop
+        grid = s if pair.lr is not None else 1  # paired crops start on LR pixel boundaries
+        best, best_std = None, -1.0
+        for _ in range(TEXTURE_TRIES):
+            y = int(rng.integers((pair.hr.height - size) // grid + 1)) * grid
+            x = int(rng.integers((pair.hr.width - size) // grid + 1)) * grid
+            hr = pair.hr.normalised(plane, pair.hr.groups[group_index], y, x, size, size)
+            std = float(hr.std())
+            if std > best_std:
+                best, best_std = (y, x, hr), std
+            if std > MIN_TEXTURE:
+                break
+        y, x, hr = best
+        if pair.lr is None:
+            return torch.from_numpy(hr), None
+        lq = pair.lr.normalised(plane, pair.lr.groups[group_index], y // s, x // s, size // s, size // s)
+        return torch.from_numpy(hr), torch.from_numpy(lq)
+
+
+def validation_items(pairs: list[Pair], *, size: int, scale: int, degradation: str, seed: int, count: int):
+    """Fixed centre crops (middle plane) of the held-out images with LR made once from a fixed seed."""
+    items = []
+    slots = [(p, g) for g in range(max(len(p.hr.groups) for p in pairs)) for p in pairs if g < len(p.hr.groups)]
+    for i, (pair, g) in enumerate(slots[:count]):
+        side = min(size, pair.hr.height, pair.hr.width) // scale * scale
+        y, x = (pair.hr.height - side) // 2 // scale * scale, (pair.hr.width - side) // 2 // scale * scale
+        plane = pair.hr.planes // 2
+        hr = torch.from_numpy(pair.hr.normalised(plane, pair.hr.groups[g], y, x, side, side))
+        if pair.lr is None:
+            gen = torch.Generator().manual_seed(seed + i)
+            lq = degrade(hr, name=degradation, scale=scale, generator=gen)
+        else:
+            lq = torch.from_numpy(pair.lr.normalised(plane, pair.lr.groups[g], y // scale, x // scale,
+                                                     side // scale, side // scale))
+        name = f"{Path(pair.hr.path).name}[plane {plane}, channel {pair.hr.groups[g][0]}]"
+        items.append(ValItem(replicate_rgb(hr)[None], replicate_rgb(lq)[None], hr.shape[0] == 3, name))
+    return items

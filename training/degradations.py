@@ -1,0 +1,191 @@
+"""On-the-fly HR -> LR degradations for training: bicubic, Real-ESRGAN-style second order, microscopy, satellite.
+
+Each takes one HR image [C, H, W] in [0, 1] and a seeded ``torch.Generator`` and returns LR [C, H/s, W/s].
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+Degradation = Callable[..., torch.Tensor]
+
+
+def uniform(gen: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=gen))
+
+
+def log_uniform(gen: torch.Generator, low: float, high: float) -> float:
+    return math.exp(uniform(gen, math.log(low), math.log(high)))
+
+
+def chance(gen: torch.Generator, p: float) -> bool:
+    return float(torch.rand((), generator=gen)) < p
+
+
+def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None, theta: float = 0.0) -> torch.Tensor:
+    """A normalised (possibly anisotropic, rotated) Gaussian kernel [size, size]."""
+    sigma_y = sigma_x if sigma_y is None else sigma_y
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = c * xx + s * yy, -s * xx + c * yy
+    k = torch.exp(-0.5 * ((u / sigma_x) ** 2 + (v / sigma_y) ** 2))
+    return (k / k.sum()).float()
+
+
+def blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Convolve every channel of [C, H, W] with one kernel, reflecting at the borders."""
+    pad = kernel.shape[-1] // 2
+    if pad >= min(x.shape[-2:]):
+        return x
+    c = x.shape[0]
+    weight = kernel.to(x.dtype).expand(c, 1, *kernel.shape)
+    return F.conv2d(F.pad(x[None], (pad,) * 4, mode="reflect"), weight, groups=c)[0]
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    size = 2 * math.ceil(3 * sigma) + 1
+    return blur(x, gaussian_kernel(size, sigma))
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize [C, H, W]; bilinear/bicubic are antialiased when shrinking, as camera optics and libraries do."""
+    size = (max(1, size[0]), max(1, size[1]))
+    if mode == "area":
+        return F.interpolate(x[None], size=size, mode="area")[0]
+    return F.interpolate(x[None], size=size, mode=mode, antialias=True, align_corners=False)[0]
+
+
+def random_mode(gen: torch.Generator) -> str:
+    return ("area", "bilinear", "bicubic")[int(torch.randint(3, (), generator=gen))]
+
+
+# JPEG (ITU T.81 Annex K) base quantisation tables; the quality scaling below is the usual IJG rule.
+_LUMA = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22,
+         29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92, 49, 64, 78, 87, 103,
+         121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
+_CHROMA = [17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5 + [47, 66] + [99] * 38
+
+
+def _dct_matrix() -> torch.Tensor:
+    n = torch.arange(8, dtype=torch.float64)
+    d = torch.cos((2 * n[None] + 1) * n[:, None] * math.pi / 16) * math.sqrt(2 / 8)
+    d[0] /= math.sqrt(2)
+    return d.float()
+
+
+def _quant_table(base: list[int], quality: float) -> torch.Tensor:
+    q = max(1.0, min(100.0, quality))
+    factor = 5000 / q if q < 50 else 200 - 2 * q
+    return torch.clamp(torch.floor((torch.tensor(base, dtype=torch.float32) * factor + 50) / 100), 1, 255).reshape(8, 8)
+
+
+def jpeg(x: torch.Tensor, quality: float) -> torch.Tensor:
+    """Baseline JPEG round trip in torch: YCbCr with 4:2:0 chroma, 8x8 DCT, quantisation; gray for 1 channel."""
+    c, h, w = x.shape
+    ph, pw = -h % 16, -w % 16
+    img = F.pad(x[None], (0, pw, 0, ph), mode="replicate")[0] * 255
+    if c == 3:
+        r, g, b = img
+        y = 0.299 * r + 0.587 * g + 0.114 * b
+        planes = [y, (b - y) * 0.564 + 128, (r - y) * 0.713 + 128]
+    else:
+        planes = list(img)
+    d = _dct_matrix()
+    out = []
+    for i, plane in enumerate(planes):
+        chroma = c == 3 and i > 0
+        if chroma:
+            plane = F.avg_pool2d(plane[None, None], 2)[0, 0]
+        q = _quant_table(_CHROMA if chroma else _LUMA, quality)
+        H, W = plane.shape
+        blocks = (plane - 128).reshape(H // 8, 8, W // 8, 8).permute(0, 2, 1, 3)
+        coeff = torch.round(d @ blocks @ d.T / q) * q
+        plane = (d.T @ coeff @ d).permute(0, 2, 1, 3).reshape(H, W) + 128
+        if chroma:
+            plane = F.interpolate(plane[None, None], scale_factor=2, mode="bilinear", align_corners=False)[0, 0]
+        out.append(plane)
+    if c == 3:
+        y, cb, cr = out
+        out = [y + 1.403 * (cr - 128), y - 0.344 * (cb - 128) - 0.714 * (cr - 128), y + 1.773 * (cb - 128)]
+    return (torch.stack(out)[:, :h, :w] / 255).clamp(0, 1)
+
+
+def add_noise(x: torch.Tensor, gen: torch.Generator, *, sigma_max: float, poisson_peak: tuple[float, float]):
+    """Gaussian (sometimes the same for every channel) or Poisson noise, half and half."""
+    gray = chance(gen, 0.4)
+    if chance(gen, 0.5):
+        sigma = uniform(gen, 1 / 255, sigma_max)
+        shape = (1, *x.shape[1:]) if gray else x.shape
+        return x + sigma * torch.randn(shape, generator=gen)
+    peak = log_uniform(gen, *poisson_peak)
+    rate = x.clamp(min=0) * peak
+    if gray:
+        lum = rate.mean(0, keepdim=True)
+        return x + (torch.poisson(lum, generator=gen) - lum) / peak
+    return torch.poisson(rate, generator=gen) / peak
+
+
+def random_blur(x: torch.Tensor, gen: torch.Generator, *, sigma: tuple[float, float]) -> torch.Tensor:
+    """Isotropic or anisotropic Gaussian blur with a random size, widths and angle."""
+    sx = uniform(gen, *sigma)
+    sy = sx if chance(gen, 0.5) else uniform(gen, *sigma)
+    theta = uniform(gen, 0, math.pi)
+    size = 2 * int(torch.randint(3, 11, (), generator=gen)) + 1
+    return blur(x, gaussian_kernel(size, sx, sy, theta))
+
+
+def bicubic(hr: torch.Tensor, scale: int, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Clean antialiased bicubic downscaling."""
+    h, w = hr.shape[-2:]
+    return resize(hr, (h // scale, w // scale), "bicubic").clamp(0, 1)
+
+
+def realesrgan(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
+    """Two rounds of blur, resize, noise and JPEG, after the Real-ESRGAN high-order model (no sinc filters)."""
+    h, w = hr.shape[-2:]
+    x = random_blur(hr, gen, sigma=(0.2, 3.0))
+    step = uniform(gen, 1.0, 1.5) if chance(gen, 0.2) else uniform(gen, 0.15, 1.0) if chance(gen, 0.875) else 1.0
+    x = resize(x, (round(h * step), round(w * step)), random_mode(gen))
+    x = jpeg(add_noise(x, gen, sigma_max=30 / 255, poisson_peak=(30, 2000)).clamp(0, 1), uniform(gen, 30, 95))
+    if chance(gen, 0.8):
+        x = random_blur(x, gen, sigma=(0.2, 1.5))
+    step = uniform(gen, 0.3, 1.2)
+    x = resize(x, (round(h / scale * step), round(w / scale * step)), random_mode(gen))
+    x = add_noise(x, gen, sigma_max=25 / 255, poisson_peak=(40, 2000)).clamp(0, 1)
+    target = (h // scale, w // scale)
+    if chance(gen, 0.5):
+        x = jpeg(resize(x, target, random_mode(gen)), uniform(gen, 30, 95))
+    else:
+        x = resize(jpeg(x, uniform(gen, 30, 95)), target, random_mode(gen))
+    return x.clamp(0, 1)
+
+
+def microscopy(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
+    """Gaussian PSF, camera binning (scale x scale pixel sums), Poisson shot noise and Gaussian read noise."""
+    x = gaussian_blur(hr, uniform(gen, 0.25, 0.6) * scale)
+    x = F.avg_pool2d(x[None], scale)[0]
+    peak = log_uniform(gen, 20, 3000)  # photons at the top of the normalised range, per LR pixel
+    x = torch.poisson(x.clamp(min=0) * peak, generator=gen) / peak
+    read = uniform(gen, 0.0, 0.02)
+    return x + read * torch.randn(x.shape, generator=gen)
+
+
+def satellite(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
+    """Optics/detector MTF as a Gaussian set by its value at the LR Nyquist frequency, pixel averaging, noise."""
+    mtf = uniform(gen, 0.1, 0.4)
+    nyquist = 1 / (2 * scale)  # cycles per HR pixel
+    sigma = math.sqrt(-math.log(mtf) / (2 * math.pi**2 * nyquist**2))
+    x = F.avg_pool2d(gaussian_blur(hr, sigma)[None], scale)[0]
+    return x + uniform(gen, 0.001, 0.02) * torch.randn(x.shape, generator=gen)
+
+
+DEGRADATIONS: dict[str, Degradation] = {
+    "bicubic": bicubic,
+    "realesrgan": realesrgan,
+    "microscopy": microscopy,
+    "satellite": satellite,
+}

@@ -1,0 +1,336 @@
+"""``python -m training.finetune``: fine-tune or train a ResShift model (denoiser or autoencoder stage) on images.
+
+Owns the command line, building the model and data from it, resuming a run, and exporting the result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shlex
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_resshift.engine import pick_device
+from napari_resshift.errors import ResShiftError
+from napari_resshift.loading import (
+    load_model,
+    load_project_model,
+    load_weights,
+    make_card,
+    read_config,
+    read_state_dict,
+    save_model,
+    save_official,
+)
+from napari_resshift.model import ResShiftModel
+from napari_resshift.normalization import DEFAULT_PERCENTILES
+from napari_resshift.registry import architecture
+
+from . import checkpoint, data
+from .degradations import DEGRADATIONS
+from .logbook import Logbook
+from .stages import AutoencoderStage, DenoiserStage
+from .trainer import CHECKPOINT_NAME, Settings, Trainer
+
+DEFAULTS = {
+    "stage": "denoiser", "data": None, "lr_data": None, "val_data": [], "val_fraction": 0.15, "run": None,
+    "resume": None, "init": None, "arch": "small", "config": None, "pixel": False, "autoencoder": None,
+    "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256, "val_size": 256, "val_images": 8,
+    "device": "auto", "name": None, "export_official": None, "no_quantize": False, "commitment": 0.25,
+    "tensorboard": True,
+    **{f.name: f.default for f in fields(Settings)},
+}
+# What may differ when a run is resumed: nothing that changes which batches or weights come next, except length.
+RESUME_OVERRIDES = {"resume", "iterations", "device", "workers", "val_every", "checkpoint_every", "log_every",
+                    "time_limit", "export_official", "name", "tensorboard"}
+
+
+class RecipeParser(argparse.ArgumentParser):
+    """Reads ``@recipe`` files written like a command line: options and values on a line, ``#`` comments."""
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        return shlex.split(arg_line, comments=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = RecipeParser(
+        prog="python -m training.finetune",
+        description="Fine-tune a ResShift model on your images, or train one (autoencoder, then denoiser). "
+        "Arguments can also be read from a recipe file: python -m training.finetune @recipe.args",
+        fromfile_prefix_chars="@",
+        argument_default=argparse.SUPPRESS,  # defaults live in DEFAULTS, so a resume can tell what was given
+    )
+    d = DEFAULTS
+    p.add_argument("--stage", choices=("denoiser", "autoencoder"), help=f"what to train (default {d['stage']})")
+    io = p.add_argument_group("data")
+    io.add_argument("--data", nargs="+", help="folders, image files (PNG/JPEG/TIFF) or zarr/OME-Zarr stores")
+    io.add_argument("--lr-data", help="folder of real LR images, matched to --data by file name (paired training)")
+    io.add_argument("--val-data", nargs="+", help="held-out images (default: --val-fraction of each --data)")
+    io.add_argument("--val-fraction", type=float, help=f"files of each --data held out (default {d['val_fraction']})")
+    io.add_argument("--degradation", choices=sorted(DEGRADATIONS), help=f"HR->LR model (default {d['degradation']})")
+    io.add_argument("--norm", choices=("auto", "range", "percentile", "minmax"),
+                    help="intensity normalisation, as at inference (default auto: range for 8-bit, else percentile)")
+    io.add_argument("--crop", type=int, help=f"HR crop side in pixels (default {d['crop']})")
+    m = p.add_argument_group("model")
+    m.add_argument("--init", help="default | PATH (model file or folder) | scratch (default: default; "
+                                  "scratch for --stage autoencoder)")
+    m.add_argument("--arch", choices=("tiny", "small"), help=f"size preset for --init scratch (default {d['arch']})")
+    m.add_argument("--config", help="official-layout config (.yaml/.json) for --init scratch")
+    m.add_argument("--pixel", action="store_true", help="pixel-mode model (no autoencoder) for --init scratch")
+    m.add_argument("--autoencoder", help="autoencoder weights: a --stage autoencoder run's model.safetensors "
+                                         "or an official .pth")
+    m.add_argument("--preset", help="official preset for an official .pth given to --init (default v3)")
+    t = p.add_argument_group("optimisation")
+    t.add_argument("--iterations", type=int, help=f"optimiser steps (default {d['iterations']})")
+    t.add_argument("--batch", type=int, help=f"images per step (default {d['batch']})")
+    t.add_argument("--micro-batch", type=int, help="images per forward pass; gradients accumulate to --batch")
+    t.add_argument("--lr", type=float, help=f"peak learning rate (default {d['lr']})")
+    t.add_argument("--min-lr", type=float, help=f"learning rate at the end of the cosine (default {d['min_lr']})")
+    t.add_argument("--warmup", type=int, help=f"linear warmup steps (default {d['warmup']})")
+    t.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
+    t.add_argument("--clip", type=float, help=f"gradient-norm clip, 0 = off (default {d['clip']})")
+    t.add_argument("--ema", type=float, help=f"EMA decay of exported weights, 0 = off (default {d['ema']})")
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: fp32 on CPU, bf16 (or fp16 with loss scaling) on CUDA")
+    t.add_argument("--compile", action="store_true", help="torch.compile the trained network")
+    t.add_argument("--seed", type=int, help="seed for initialisation, crops, degradations and noise (default 0)")
+    t.add_argument("--no-quantize", action="store_true", help="autoencoder stage: train (and later decode) "
+                   "without codebook quantisation; the default follows the architecture")
+    t.add_argument("--commitment", type=float, help="autoencoder stage: commitment loss weight (default 0.25)")
+    r = p.add_argument_group("run")
+    r.add_argument("--run", help="output folder: checkpoint, logs, samples, model.safetensors")
+    r.add_argument("--resume", help="continue the run in this folder exactly where its checkpoint stopped")
+    r.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    r.add_argument("--workers", type=int, help="data-loading processes (default 0: in the training process)")
+    r.add_argument("--log-every", type=int, help=f"iterations between loss records (default {d['log_every']})")
+    r.add_argument("--val-every", type=int, help=f"iterations between validations, 0 = off (default {d['val_every']})")
+    r.add_argument("--val-images", type=int, help=f"held-out crops validated (default {d['val_images']})")
+    r.add_argument("--val-size", type=int, help=f"HR side of the validation crops (default {d['val_size']})")
+    r.add_argument("--checkpoint-every", type=int, help=f"iterations between checkpoints (default "
+                                                         f"{d['checkpoint_every']})")
+    r.add_argument("--time-limit", type=float, help="minutes of training, then checkpoint and export")
+    r.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="CSV logs only")
+    r.add_argument("--name", help="model name in the card (default: the run folder's name)")
+    r.add_argument("--export-official", help="also write unet.pth / autoencoder.pth / config.yaml to this folder")
+    return p
+
+
+def resolve_options(argv) -> argparse.Namespace:
+    """Command line over the stored run options (on --resume) over DEFAULTS."""
+    given = vars(parser().parse_args(argv))
+    if "resume" not in given:
+        if "data" not in given or "run" not in given:
+            raise ResShiftError("give --data and --run (or --resume RUN_DIR to continue a run)")
+        return argparse.Namespace(**(DEFAULTS | given))
+    run_dir = Path(given["resume"])
+    if not (run_dir / "run.json").is_file():
+        raise ResShiftError(f"{run_dir}: not a training run folder (no run.json); check the --resume path")
+    stored = DEFAULTS | json.loads((run_dir / "run.json").read_text())["options"]
+    changed = sorted(k for k, v in given.items() if k not in RESUME_OVERRIDES and v != stored[k])
+    if changed:
+        raise ResShiftError(f"--{changed[0].replace('_', '-')} cannot change when resuming; start a new --run")
+    return argparse.Namespace(**(stored | given | {"run": str(run_dir)}))
+
+
+def settings_of(opts: argparse.Namespace) -> Settings:
+    return Settings(**{f.name: getattr(opts, f.name) for f in fields(Settings)})
+
+
+# -- model ---------------------------------------------------------------------------------------------------------
+def with_autoencoder(config: dict, path: str) -> tuple[dict, dict]:
+    """(config with the autoencoder section of ``path``'s model card if it has one, autoencoder weights)."""
+    if Path(path).suffix == ".safetensors":
+        donor, card = load_project_model(Path(path))
+        if donor.autoencoder is None:
+            raise ResShiftError(f"{path}: a pixel-mode model, it has no autoencoder")
+        ae_config = card["config"]["autoencoder"]
+        if ae_config["params"]["embed_dim"] != config["model"]["params"]["in_channels"]:
+            raise ResShiftError(
+                f"{path}: its {ae_config['params']['embed_dim']}-channel latent does not fit this denoiser's "
+                f"{config['model']['params']['in_channels']} channels; use the same --arch for both stages"
+            )
+        return config | {"autoencoder": ae_config}, donor.autoencoder.state_dict()
+    return config, read_state_dict(path)
+
+
+def build_model(opts: argparse.Namespace) -> tuple[ResShiftModel, str]:
+    """The model to train and a description of where it came from."""
+    init = opts.init or ("scratch" if opts.stage == "autoencoder" else "default")
+    if init != "scratch":
+        model, card = load_model(None if init == "default" else init, autoencoder=opts.autoencoder,
+                                 preset=opts.preset)
+        if opts.stage == "autoencoder" and model.autoencoder is None:
+            raise ResShiftError(f"{init}: a pixel-mode model has no autoencoder to train")
+        return model, f"{init} ({card.get('name', 'model')})"
+    config = read_config(Path(opts.config)) if opts.config else architecture(opts.arch, latent=not opts.pixel)
+    ae_state = None
+    if config.get("autoencoder") and opts.stage == "denoiser":
+        if not opts.autoencoder:
+            raise ResShiftError("a latent model trained from scratch needs --autoencoder (train one first with "
+                                "--stage autoencoder), or use --pixel")
+        config, ae_state = with_autoencoder(config, opts.autoencoder)
+    if opts.stage == "autoencoder" and not config.get("autoencoder"):
+        raise ResShiftError("--stage autoencoder needs a latent-mode model; drop --pixel")
+    torch.manual_seed(opts.seed)
+    model = ResShiftModel(config)
+    if ae_state is not None:
+        load_weights(model.autoencoder, checkpoint.unwrap_keys(ae_state), path=opts.autoencoder, what="autoencoder")
+    return model.eval(), f"scratch ({opts.config or opts.arch})"
+
+
+# -- data ----------------------------------------------------------------------------------------------------------
+def split_data(opts: argparse.Namespace) -> dict[str, list[str]]:
+    """Training and validation files: each --data path is split on its own, so every domain is held out."""
+    train, val = [], []
+    for path in opts.data:
+        files = data.find_images(Path(path))
+        if opts.val_data:
+            train += files
+        else:
+            kept, held = data.split_files(files, fraction=opts.val_fraction, seed=opts.seed)
+            train, val = train + kept, val + held
+    for path in opts.val_data:
+        val += data.find_images(Path(path))
+    return {"train": [str(f) for f in train], "val": [str(f) for f in val]}
+
+
+def check_crop(opts: argparse.Namespace, model: ResShiftModel) -> None:
+    multiple = model.scale * model.pad_multiple
+    if opts.crop < multiple or opts.crop % multiple:
+        raise ResShiftError(f"--crop {opts.crop} must be a multiple of {multiple} for this model")
+
+
+# -- export --------------------------------------------------------------------------------------------------------
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA), {os.cpu_count()} CPU cores"
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def export(trainer: Trainer, opts: argparse.Namespace, files: dict, origin: str) -> tuple[Path, dict]:
+    model = trainer.stage.model
+    s = trainer.settings
+    card = make_card(
+        model,
+        name=opts.name or Path(opts.run).name,
+        normalization={"mode": opts.norm, "percentiles": list(DEFAULT_PERCENTILES), "scope": "per image and channel"},
+        training={
+            "stage": trainer.stage.name,
+            "init": origin,
+            "degradation": "paired LR data" if opts.lr_data else opts.degradation,
+            "quantized_decoding": bool(model.config.get("autoencoder", {}).get("quantize", True)),
+            "iterations": trainer.iteration,
+            "batch": s.batch,
+            "crop": opts.crop,
+            "lr": s.lr,
+            "ema": s.ema,
+            "precision": trainer.precision,
+            "seed": s.seed,
+            "wall_time_s": round(trainer.elapsed, 1),
+            "hardware": hardware(),
+            "torch": torch.__version__,
+            "data": list(opts.data) + ([opts.lr_data] if opts.lr_data else []),
+            "validation_data": list(opts.val_data) or f"{opts.val_fraction:.0%} of the files of each --data path",
+            "train_files": len(files["train"]),
+            "val_files": len(files["val"]),
+            "metrics": trainer.last_metrics,
+        },
+    )
+    path = save_model(model, Path(opts.run) / "model.safetensors", card, overwrite=True)
+    if opts.export_official:
+        save_official(model, opts.export_official, overwrite=True)
+    return path, card
+
+
+@dataclass
+class Outcome:
+    model: ResShiftModel  # holds the exported weights
+    card: dict
+    path: Path
+    trainer: Trainer
+
+
+def train(argv=None) -> Outcome:
+    """Everything the command does, returning the trained model instead of an exit code."""
+    opts = resolve_options(argv)
+    run_dir = Path(opts.run)
+    resuming = opts.resume is not None
+    if not resuming and (run_dir / CHECKPOINT_NAME).exists():
+        raise ResShiftError(
+            f"{run_dir}: already holds a run; continue it with --resume {run_dir} or pick another --run"
+        )
+    if opts.export_official and not resuming and (Path(opts.export_official) / "unet.pth").exists():
+        raise ResShiftError(f"{opts.export_official}: already holds unet.pth; choose another --export-official folder")
+    settings = settings_of(opts)
+    micro = settings.batch // settings.accumulation  # raises early on a --batch that --micro-batch does not divide
+    device = pick_device(opts.device)
+    random.seed(opts.seed)
+    np.random.seed(opts.seed % 2**32)
+    torch.manual_seed(opts.seed)
+
+    files = json.loads((run_dir / "run.json").read_text())["files"] if resuming else split_data(opts)
+    state = checkpoint.load(run_dir / CHECKPOINT_NAME) if resuming else None
+    if state is not None:
+        model, origin = ResShiftModel(json.loads(state["config"])).eval(), json.loads(state["extra"])["init"]
+    else:
+        model, origin = build_model(opts)
+    check_crop(opts, model)
+
+    lr_root = Path(opts.lr_data) if opts.lr_data else None
+    load = dict(crop=opts.crop, scale=model.scale, norm=opts.norm, lr_root=lr_root)
+    train_pairs = data.load_pairs([Path(f) for f in files["train"]], **load)
+    val_pairs = data.load_pairs([Path(f) for f in files["val"]], **load)
+    print(f"data: {len(train_pairs)} training and {len(val_pairs)} validation images", flush=True)
+
+    sampler = data.CropSampler(train_pairs, crop=opts.crop, scale=model.scale, micro_batch=micro,
+                               degradation=opts.degradation, seed=opts.seed)
+    val_items = data.validation_items(val_pairs, size=opts.val_size, scale=model.scale, degradation=opts.degradation,
+                                      seed=opts.seed, count=opts.val_images) if val_pairs else []
+    stage = (AutoencoderStage(model, quantize=False if opts.no_quantize else None, commitment=opts.commitment)
+             if opts.stage == "autoencoder" else DenoiserStage(model))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        options = {k: v for k, v in vars(opts).items() if k != "resume"}
+        (run_dir / "run.json").write_text(json.dumps({"options": options, "files": files}, indent=2) + "\n")
+    logbook = Logbook(run_dir, resume_at=state["iteration"] if state else None, tensorboard=opts.tensorboard)
+    trainer = Trainer(stage, settings, sampler=sampler, val_items=val_items, device=device, run_dir=run_dir,
+                      logbook=logbook, extra={"init": origin})
+    if state is not None:
+        trainer.load_state_dict(state)
+        print(f"resumed at iteration {trainer.iteration} of {settings.iterations}", flush=True)
+    try:
+        trainer.run()
+    finally:
+        logbook.close()
+    trainer.final_weights()
+    path, card = export(trainer, opts, files, origin)
+    print(f"exported: {path}" + (f" and {opts.export_official}" if opts.export_official else ""), flush=True)
+    return Outcome(model, card, path, trainer)
+
+
+def main(argv=None) -> int:
+    try:
+        train(argv)
+    except ResShiftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is intact; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
