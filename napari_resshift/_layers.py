@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from . import normalization
-from .engine import DEFAULT_TILE, Upscaler
+from .engine import Upscaler
 from .errors import ResShiftError
 from .tiling import plan_tiles
 
@@ -132,11 +132,7 @@ def make_job(layer, *, current_step=None, whole_stack: bool = True, **options) -
 
 
 def resolve_tiling(upscaler: Upscaler, *, tile: int | None, overlap: int | None) -> tuple[int, int]:
-    tile = tile or DEFAULT_TILE
-    overlap = upscaler.default_overlap(tile) if overlap is None else overlap
-    if tile <= overlap:
-        raise ResShiftError(f"the tile ({tile} px) must be larger than the overlap ({overlap} px); change one of them")
-    return tile, overlap
+    return upscaler.tiling(tile=tile, overlap=overlap)
 
 
 def geometry(state: dict, *, scale: int, stack_ndim: int, plane: tuple[int, ...] | None) -> dict:

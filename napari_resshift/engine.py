@@ -87,6 +87,21 @@ class Upscaler:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
+    @property
+    def default_tile(self) -> int:
+        """The model card's tile, else the size the model was trained on: the autoencoder's global attention and
+        GroupNorm statistics do not carry over to much larger tiles."""
+        trained = self.card.get("training", {}).get("crop")
+        return int(self.card.get("tile") or (trained // self.scale if trained else DEFAULT_TILE))
+
+    def tiling(self, *, tile: int | None = None, overlap: int | None = None) -> tuple[int, int]:
+        """(tile, overlap) in LR pixels, the defaults filled in."""
+        tile = tile or self.default_tile
+        overlap = self.default_overlap(tile) if overlap is None else overlap
+        if tile < 1 or overlap < 0 or tile <= overlap:
+            raise ResShiftError(f"the tile ({tile} px) must be positive and larger than the overlap ({overlap} px)")
+        return tile, overlap
+
     def default_overlap(self, tile: int) -> int:
         """Halo in LR pixels: one coarsest-level attention window, capped at a quarter of the tile."""
         params = self.model.config["model"]["params"]
@@ -123,8 +138,7 @@ class Upscaler:
         on_tile: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
         """One RGB plane [3, H, W] in [-1, 1] -> HR [3, sH, sW] (or the HR ``box`` of it), tiled and blended."""
-        tile = tile or DEFAULT_TILE
-        overlap = self.default_overlap(tile) if overlap is None else overlap
+        tile, overlap = self.tiling(tile=tile, overlap=overlap)
 
         def run(patch: torch.Tensor, t: Tile) -> torch.Tensor:
             return self.super_resolve(patch[None], noise=self.tile_noise(t, seed=seed, plane=plane))[0]
@@ -180,13 +194,14 @@ class Upscaler:
             out = torch.cat([out, alpha.clamp(-1, 1)], 0)
         result = norm.inverse(out.numpy(), dtype, channel_axis=0)
         result = result[0] if channel_axis is None else np.moveaxis(result, 0, channel_axis)
+        tile, overlap = self.tiling(tile=tile, overlap=overlap)
         info = {
             "model": self.card.get("name", "custom"),
             "scale": self.scale,
             "steps": self.model.schedule.steps,
             "seed": seed,
-            "tile": tile or DEFAULT_TILE,
-            "overlap": overlap if overlap is not None else self.default_overlap(tile or DEFAULT_TILE),
+            "tile": tile,
+            "overlap": overlap,
             "device": str(self.device),
             "precision": self.precision,
             "normalization": norm.to_dict(),

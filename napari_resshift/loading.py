@@ -177,12 +177,14 @@ def load_model(spec=None, *, autoencoder=None, preset: str = "v3") -> tuple[ResS
                 unet = path / config["model"].get("ckpt_path", "unet.pth")
                 ae = path / config["autoencoder"].get("ckpt_path", "autoencoder.pth") if config.get("autoencoder") else None
                 model = load_official(unet, ae, config=config)
-                return model, make_card(model, name=path.name, provenance={"source": str(path)})
+                return model, make_card(model, name=path.name, tile=model.pad_multiple, provenance={"source": str(path)})
         raise ResShiftError(f"{path}: no model.safetensors or config.yaml with unet.pth in this folder")
     if path.suffix == ".safetensors":
         return load_project_model(path)
     model = load_official(path, autoencoder, config=preset)
-    return model, make_card(model, name=path.stem, provenance={"source": str(path), "preset": preset})
+    return model, make_card(
+        model, name=path.stem, tile=model.pad_multiple, provenance={"source": str(path), "preset": preset}
+    )
 
 
 def make_card(model: ResShiftModel, *, name: str, normalization: dict | None = None, **extra) -> dict:

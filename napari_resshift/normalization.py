@@ -71,10 +71,11 @@ def dtype_range(dtype) -> tuple[float, float]:
     return 0.0, 1.0
 
 
-def _sample(x: np.ndarray, limit: int = 4_000_000) -> np.ndarray:
-    """An evenly strided subset, enough for robust percentiles of a huge array (works on dask/zarr too)."""
-    step = max(1, int(np.ceil((x.size / limit) ** (1 / max(1, x.ndim)))))
-    return np.asarray(x[(slice(None, None, step),) * x.ndim])
+def _sample(x, channel_axis: int | None, limit: int = 4_000_000) -> np.ndarray:
+    """An evenly strided subset of every channel, enough for robust percentiles of a huge (dask/zarr) array."""
+    strided = [a for a in range(x.ndim) if a != channel_axis]
+    step = max(1, int(np.ceil((x.size / limit) ** (1 / max(1, len(strided))))))
+    return np.asarray(x[tuple(slice(None, None, step) if a in strided else slice(None) for a in range(x.ndim))])
 
 
 def fit(
@@ -94,7 +95,7 @@ def fit(
         return Normalization(mode, (low,) * channels, (high,) * channels)
     if mode not in ("percentile", "minmax"):
         raise ResShiftError(f"unknown normalisation {mode!r}; use range, percentile or minmax")
-    data = _sample(x).astype(np.float64)
+    data = _sample(x, channel_axis).astype(np.float64)
     data = np.moveaxis(data, channel_axis, 0).reshape(channels, -1) if channel_axis is not None else data.reshape(1, -1)
     lows, highs = [], []
     for row in data:

@@ -159,15 +159,8 @@ class _WindowView:
 
 def fit_normalization(source, layout: Layout, *, mode: str = "auto") -> Normalization:
     """One normalisation for the whole array, one (low, high) per channel of the ``c`` axis (one if none)."""
-    if "c" not in layout.axes:
-        return normalization.fit(_lazy(source), mode=mode)
-    c = layout.axes.index("c")
-    # fitted channel by channel: a strided subsample must not skip channels
-    per_channel = [
-        normalization.fit(_lazy(source)[(slice(None),) * c + (i,)], mode=mode) for i in range(layout.size("c"))
-    ]
-    low, high = (tuple(getattr(n, side)[0] for n in per_channel) for side in ("low", "high"))
-    return Normalization(per_channel[0].mode, low, high)
+    channel_axis = layout.axes.index("c") if "c" in layout.axes else None
+    return normalization.fit(_lazy(source), mode=mode, channel_axis=channel_axis)
 
 
 def _lazy(source):

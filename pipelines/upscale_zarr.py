@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_resshift.engine import DEFAULT_TILE, PRECISIONS
+from napari_resshift.engine import PRECISIONS
 from napari_resshift.errors import ResShiftError
 from napari_resshift.outofcore import Layout, cached_upscaler, fit_normalization
 from napari_resshift.normalization import Normalization
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="'default' or a model file/folder (default: default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    p.add_argument("--tile", type=int, help=f"tile side in input pixels (default {DEFAULT_TILE})")
+    p.add_argument("--tile", type=int, help="tile side in input pixels (default: the size the model was trained on)")
     p.add_argument("--overlap", type=int, help="halo between tiles in input pixels (default: from the model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--norm", default="auto", choices=("auto", "range", "percentile", "minmax"),
@@ -82,10 +82,7 @@ def run(args) -> int:
     output = Path(args.output) if args.output else default_output(Path(args.input))
     check_output_path(Path(args.input), output, overwrite=args.overwrite, resume=args.resume)
     upscaler = load_upscaler(args)
-    tile = args.tile or DEFAULT_TILE
-    overlap = upscaler.default_overlap(tile) if args.overlap is None else args.overlap
-    if tile < 1 or overlap < 0:
-        raise ResShiftError(f"--tile must be positive and --overlap not negative (got {tile}, {overlap})")
+    tile, overlap = upscaler.tiling(tile=args.tile, overlap=args.overlap)
     layout = Layout(
         image.axes, tuple(image.array.shape), upscaler.scale, tile, overlap, rgb=image.rgb,
         out_axes="".join(a for a in ome.OME_ORDER if a in image.axes),
