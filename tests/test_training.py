@@ -65,6 +65,15 @@ def denoiser_args(images, run, autoencoder_run) -> list[str]:
     ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Bitwise resume equality needs the same thread count in every process; other test modules change it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def straight(images, autoencoder_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("straight")
@@ -139,7 +148,7 @@ def test_run_writes_logs_samples_card_and_keeps_the_autoencoder_frozen(straight,
 
 def test_killed_and_resumed_run_equals_the_straight_run(straight, images, autoencoder_run, tmp_path):
     run = tmp_path / "run"
-    env = os.environ | {"OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONUNBUFFERED": "1"}
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     args = denoiser_args(images, run, autoencoder_run) + ["--no-tensorboard"]
     proc = subprocess.Popen([sys.executable, "-m", "training.finetune", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
