@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_resshift.engine import PRECISIONS
-from napari_resshift.errors import ResShiftError
+from napari_resshift.errors import ResShiftError, run_cli
 from napari_resshift.outofcore import Layout, cached_upscaler, fit_normalization
 from napari_resshift.normalization import Normalization
 
@@ -59,14 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except ResShiftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to finish", file=sys.stderr)
-        return 130
+    return run_cli(lambda _: run(args), argv, interrupted="interrupted; rerun with --resume to finish")
 
 
 def run(args) -> int:

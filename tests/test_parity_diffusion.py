@@ -51,23 +51,34 @@ def test_parity_schedules(kit):
         np.testing.assert_array_equal(sched.timestep_map, golden[f"{name}__timestep_map"])
 
 
-def test_parity_elementwise_ops(kit, schedule):
+def test_parity_forward_process(kit, schedule):
     d = kit.npz("diffusion_ops")
     t = t_(d["t"])
     xt = diffusion.q_sample(schedule, t_(d["z_start"]), t_(d["z_y"]), t, t_(d["noise"]))
     assert_close(xt, d["q_sample"], 1e-6, "q_sample")
     assert_close(diffusion.scale_input(schedule, t_(d["q_sample"]), t), d["scale_input"], 1e-6, "scale_input")
     assert_close(diffusion.prior_sample(schedule, t_(d["z_y"]), t_(d["prior_noise"])), d["prior_sample"], 1e-6, "prior")
+
+
+def test_parity_posterior(kit, schedule):
+    d = kit.npz("diffusion_ops")
+    t = t_(d["t"])
     mean, var, logvar = diffusion.p_mean_variance(schedule, t_(d["q_sample"]), t, t_(d["pmv_model_output"]))
     assert_close(mean, d["pmv_mean"], 1e-6, "posterior mean")
     assert_close(var, d["pmv_variance"], 1e-6, "posterior variance")
     assert_close(logvar, d["pmv_log_variance"], 1e-6, "posterior log variance")
-    out = diffusion.p_sample(t_(d["pmv_mean"]), logvar, t, t_(d["p_sample_noise"]))
-    assert_close(out, d["p_sample_out"], 1e-6, "p_sample")
     clip_mean, _, _ = diffusion.p_mean_variance(
         schedule, t_(d["q_sample"]), t, t_(d["pmv_model_output"]).clamp(-1, 1)
     )
     assert_close(clip_mean, d["pmv_clip_mean"], 1e-6, "clipped posterior mean")
+
+
+def test_parity_reverse_step(kit, schedule):
+    d = kit.npz("diffusion_ops")
+    t = t_(d["t"])
+    _, _, logvar = diffusion.p_mean_variance(schedule, t_(d["q_sample"]), t, t_(d["pmv_model_output"]))
+    out = diffusion.p_sample(t_(d["pmv_mean"]), logvar, t, t_(d["p_sample_noise"]))
+    assert_close(out, d["p_sample_out"], 1e-6, "p_sample")
 
 
 def test_parity_network_ops(kit, model, schedule):

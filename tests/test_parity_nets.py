@@ -85,21 +85,32 @@ def test_parity_unet_stored_buffers(unet):
             assert torch.equal(buf, shifted_window_mask(ds, ds, w, blk.shift)), name
 
 
-def test_parity_autoencoder(kit, vq):
+def test_parity_autoencoder_encode_and_codes(kit, vq):
     g = kit.npz("autoencoder")
     with torch.no_grad():
         z = vq.encode(_t(g["x"]))
         assert _err(z, g["z"]) <= TOL
         z_q, idx = vq.quantize_latent(z)
-        sure = g["code_margin"] >= 1e-4  # README 2: below this, float32 drift may flip a code
-        assert sure.any()
-        assert np.array_equal(idx.numpy()[sure], g["code_idx"][sure])
-        assert _err(z_q, g["z_q"]) <= TOL
-        assert _err(vq.decode(z), g["dec_quant"]) <= TOL
+    sure = g["code_margin"] >= 1e-4  # README 2: below this, float32 drift may flip a code
+    assert sure.any()
+    assert np.array_equal(idx.numpy()[sure], g["code_idx"][sure])
+    assert _err(z_q, g["z_q"]) <= TOL
+
+
+def test_parity_autoencoder_decode(kit, vq):
+    g = kit.npz("autoencoder")
+    with torch.no_grad():
+        assert _err(vq.decode(_t(g["z"])), g["dec_quant"]) <= TOL
         assert _err(vq.decode(_t(g["z_q"]), quantize=False), g["dec_quant"]) <= TOL
-        assert _err(vq.decode(z, quantize=False), g["dec_noquant"]) <= TOL
-        y_up = F.interpolate(_t(g["y"]), scale_factor=4, mode="bicubic")
-        assert _err(y_up, g["y_up"]) <= 1e-6
+        assert _err(vq.decode(_t(g["z"]), quantize=False), g["dec_noquant"]) <= TOL
+        assert _err(vq.decode(_t(g["z"])), g["decode_first_stage_of_z"]) <= TOL
+
+
+def test_parity_bicubic_and_lq_encoding(kit, vq):
+    g = kit.npz("autoencoder")
+    y_up = F.interpolate(_t(g["y"]), scale_factor=4, mode="bicubic")
+    assert _err(y_up, g["y_up"]) <= 1e-6
+    with torch.no_grad():
         assert _err(vq.encode(y_up), g["z_y"]) <= TOL
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from napari_resshift.engine import pick_device
-from napari_resshift.errors import ResShiftError
+from napari_resshift.errors import ResShiftError, run_cli
 from napari_resshift.loading import (
     load_model,
     load_project_model,
@@ -321,15 +321,10 @@ def train(argv=None) -> Outcome:
 
 
 def main(argv=None) -> int:
-    try:
-        train(argv)
-    except ResShiftError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is intact; continue with --resume RUN_DIR", file=sys.stderr)
-        return 130
-    return 0
+    return run_cli(
+        train, argv,
+        interrupted="interrupted: the last checkpoint is intact; continue with --resume RUN_DIR",
+    )
 
 
 if __name__ == "__main__":
