@@ -223,13 +223,18 @@ def load_project_model(path: Path) -> tuple[ResShiftModel, dict]:
     return model, card
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:  # on disk before the rename, so a power cut cannot leave an empty file
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; a model or checkpoint is ordinary data
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -249,8 +254,8 @@ def save_model(model: ResShiftModel, path, card: dict, *, overwrite: bool = Fals
     if model.autoencoder is not None:
         tensors |= {f"autoencoder.{k}": v for k, v in _weights(model.autoencoder).items()}
     meta = {"card": json.dumps(card)}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2) + "\n"))
     return path
 
 
@@ -265,11 +270,11 @@ def save_official(model: ResShiftModel, directory, *, overwrite: bool = False) -
     config["model"]["ckpt_path"] = "unet.pth"
     config["model"].setdefault("target", "models.unet.UNetModelSwin")
     sd = {k: v.detach().cpu() for k, v in model.unet.state_dict().items()}
-    _atomic_write(directory / "unet.pth", lambda tmp: torch.save(sd, tmp))
+    atomic_write(directory / "unet.pth", lambda tmp: torch.save(sd, tmp))
     if model.autoencoder is not None:
         config["autoencoder"]["ckpt_path"] = "autoencoder.pth"
         config["autoencoder"].setdefault("target", "ldm.models.autoencoder.VQModelTorch")
         ae = {k: v.detach().cpu() for k, v in model.autoencoder.state_dict().items()}
-        _atomic_write(directory / "autoencoder.pth", lambda tmp: torch.save(ae, tmp))
-    _atomic_write(directory / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(config, sort_keys=False)))
+        atomic_write(directory / "autoencoder.pth", lambda tmp: torch.save(ae, tmp))
+    atomic_write(directory / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(config, sort_keys=False)))
     return directory

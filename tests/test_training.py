@@ -215,7 +215,7 @@ def test_a_crash_while_writing_keeps_the_last_good_checkpoint(tmp_path, monkeypa
     checkpoint.save({"iteration": 1, "w": torch.ones(3)}, path)
 
     def crash(obj, f):
-        f.write(b"half a checkpoint")
+        Path(f).write_bytes(b"half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)

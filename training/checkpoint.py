@@ -4,32 +4,21 @@ A checkpoint is a plain dict of tensors, numbers and strings, so it loads with `
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from napari_resshift.errors import ResShiftError
+from napari_resshift.loading import atomic_write
 
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel wrappers
 
 
 def save(state: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: the previous file survives any crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Atomic: the previous checkpoint survives any crash."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load(path: Path) -> dict:
