@@ -37,7 +37,6 @@ def main():
         except ResShiftError:
             widget.use_model(tiny_random_model(), name="tiny (random weights)")
     widget.device.value = "cpu"
-    widget.tile.value = 64
     qapp = QApplication.instance()
     before = len(viewer.layers)
     widget.run()
