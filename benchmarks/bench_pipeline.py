@@ -1,8 +1,8 @@
 """Benchmark of the out-of-core pipeline: throughput against a naive per-tile loop, peak RSS by image size, tile
 invariance. ``python benchmarks/bench_pipeline.py [--model PATH]`` prints one table.
 
-Without ``--model`` (the default model is not shipped yet) it uses a random model of ``architecture("small")``:
-speed and memory are those of that architecture, the pixel values mean nothing.
+``--model default`` measures the shipped model; without ``--model`` it uses a random model of
+``architecture("small")``: speed and memory are those of that architecture, the pixel values mean nothing.
 """
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def main(argv=None) -> None:
             torch.manual_seed(0)
             m = ResShiftModel(architecture("small")).eval()
             model = str(save_model(m, tmp / "small.safetensors", make_card(m, name="small-random")))
-            note = "model: random weights of architecture('small') (the default model is not shipped yet)"
+            note = "model: random weights of architecture('small')"
         upscaler = Upscaler(model, device="cpu")
         print(f"# bench_pipeline  cpu cores: {os.cpu_count()}  torch threads: {torch.get_num_threads()}  {note}")
         print(f"\n## throughput, {args.size}x{args.size} uint16 -> x{upscaler.scale} (output megapixels / s)")
