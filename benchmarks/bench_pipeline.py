@@ -78,11 +78,14 @@ def throughput(upscaler: Upscaler, size: int) -> tuple[list[tuple[str, float, fl
     naive_loop(upscaler, lr)
     naive = time.perf_counter() - t
     rows.append(("naive loop (chop 64, stride 56)", naive, mpx / naive))
-    for tile in (128, 256):
+    for tile in dict.fromkeys((upscaler.default_tile, 64, 128, 256)):
         t = time.perf_counter()
-        outputs.append(pipeline_run(upscaler, image, tile=tile).astype(np.float64))
+        out = pipeline_run(upscaler, image, tile=tile).astype(np.float64)
         dt = time.perf_counter() - t
-        rows.append((f"pipeline tile {tile} (overlap {upscaler.default_overlap(tile)})", dt, mpx / dt))
+        if tile in (128, 256):
+            outputs.append(out)
+        auto = " = the model's default" if tile == upscaler.default_tile else ""
+        rows.append((f"pipeline tile {tile} (overlap {upscaler.default_overlap(tile)}){auto}", dt, mpx / dt))
     return rows, float(np.abs(outputs[0] - outputs[1]).max())
 
 
@@ -95,7 +98,7 @@ def rss_child(model: str, src: str, out: str, side: int) -> None:
     from pipelines import execute, upscale_zarr
 
     up = outofcore.cached_upscaler(model, device="cpu")
-    layout = outofcore.Layout("yx", zarr.open_array(src, mode="r").shape, up.scale, 128, up.default_overlap(128))
+    layout = outofcore.Layout("yx", zarr.open_array(src, mode="r").shape, up.scale, *up.tiling())  # the CLI's tiling
     computed = {chunk_key(0, cy, cx) for cy in range(side) for cx in range(side)}
     skipped = {k for b in layout.blocks() for k in block_keys(b)} - computed
     original = execute.finished_keys

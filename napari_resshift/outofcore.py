@@ -23,6 +23,7 @@ from .tiling import Tile, blend_tiles, plan_tiles, tiles_for_region
 
 AXES = "tczyx"  # the axis names understood; only y and x are upscaled
 BLOCK_CHUNKS = 8  # chunks per block side: a block computes each tile once, tiles on its border are shared with the next
+MIN_CHUNK = 512  # HR pixels: a chunk of a few hundred kB, as zarr and dask like them
 ALPHA_HALO = 2  # LR pixels that bicubic interpolation reads beyond a region on each side
 
 
@@ -51,6 +52,7 @@ class Layout:
     overlap: int
     rgb: bool = False
     out_axes: str | None = None
+    min_chunk: int = MIN_CHUNK
 
     def __post_init__(self):
         if len(self.axes) != len(self.shape):
@@ -86,8 +88,10 @@ class Layout:
 
     @property
     def chunk(self) -> int:
-        """Output chunk side in HR pixels: one tile step, so chunk edges sit on tile starts."""
-        return (self.tile - self.overlap) * self.scale
+        """Output chunk side in HR pixels: whole tile steps, so chunk edges sit on tile starts, and at least
+        ``min_chunk``, so that small tiles do not make millions of tiny chunks and tasks."""
+        step = (self.tile - self.overlap) * self.scale
+        return step * math.ceil(self.min_chunk / step)
 
     @property
     def plane_axes(self) -> str:

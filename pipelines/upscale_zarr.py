@@ -15,7 +15,7 @@ import numpy as np
 
 from napari_resshift.engine import PRECISIONS
 from napari_resshift.errors import ResShiftError, run_cli
-from napari_resshift.outofcore import Layout, cached_upscaler, fit_normalization
+from napari_resshift.outofcore import MIN_CHUNK, Layout, cached_upscaler, fit_normalization
 from napari_resshift.normalization import Normalization
 
 from . import execute, ome, readers
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--tile", type=int, help="tile side in input pixels (default: the size the model was trained on)")
+    p.add_argument("--chunk", type=int, default=MIN_CHUNK,
+                   help=f"output chunk side in output pixels, rounded up to whole tile steps (default {MIN_CHUNK})")
     p.add_argument("--overlap", type=int, help="halo between tiles in input pixels (default: from the model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--norm", default="auto", choices=("auto", "range", "percentile", "minmax"),
@@ -78,7 +80,7 @@ def run(args) -> int:
     tile, overlap = upscaler.tiling(tile=args.tile, overlap=args.overlap)
     layout = Layout(
         image.axes, tuple(image.array.shape), upscaler.scale, tile, overlap, rgb=image.rgb,
-        out_axes="".join(a for a in ome.OME_ORDER if a in image.axes),
+        out_axes="".join(a for a in ome.OME_ORDER if a in image.axes), min_chunk=args.chunk,
     )
     fmt = ome.pick_format(args.format)
     params = run_params(args, image, layout, upscaler, fmt)

@@ -20,7 +20,7 @@ def upscaler():
 
 
 def _run(upscaler, image, axes, *, rgb=False, out_axes=None, seed=5, **kw):
-    layout = outofcore.Layout(axes, image.shape, upscaler.scale, TILE, OVERLAP, rgb=rgb, out_axes=out_axes)
+    layout = outofcore.Layout(axes, image.shape, upscaler.scale, TILE, OVERLAP, rgb=rgb, out_axes=out_axes, min_chunk=1)
     norm = outofcore.fit_normalization(image, layout)
     target = np.zeros(layout.target_shape, kw.pop("dtype", image.dtype))
     outofcore.upscale_into(upscaler, image, target, layout, norm=norm, seed=seed, dtype=target.dtype, **kw)
@@ -48,7 +48,7 @@ def test_blocks_and_inputs_do_not_change_the_result(upscaler, tmp_path):
 
     image = (np.random.default_rng(2).random((30, 40)) * 1000).astype(np.float32)
     _, norm, ref = _run(upscaler, image, "yx")
-    layout = outofcore.Layout("yx", image.shape, 4, TILE, OVERLAP)
+    layout = outofcore.Layout("yx", image.shape, 4, TILE, OVERLAP, min_chunk=1)
     assert len(layout.blocks(side=1)) == layout.grid[0] * layout.grid[1] > 1
     target = zarr.open_array(str(tmp_path / "o.zarr"), mode="w", shape=layout.target_shape,
                              chunks=layout.target_chunks, dtype="float32")

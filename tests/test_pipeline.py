@@ -28,7 +28,7 @@ def model_path(tmp_path_factory):
 
 def upscale(model_path, src, out, *extra):
     """Run the CLI in-process; return the level-0 array and the root attributes."""
-    argv = [str(src), "-o", str(out), "--model", model_path, "--tile", str(TILE), "--overlap", str(OVERLAP),
+    argv = [str(src), "-o", str(out), "--model", model_path, "--tile", str(TILE), "--overlap", str(OVERLAP), "--chunk", "1",
             "--quiet", "--seed", "3", *extra]
     assert upscale_zarr.main(argv) == 0
     group = zarr.open_group(str(out), mode="r")
@@ -160,16 +160,19 @@ def test_pictures_rgb_and_gray(model_path, tmp_path, suffix, mode):
         assert out.shape == (60, 68)
 
 
-def test_example_then_default_output_and_refusals(model_path, tmp_path, capsys):
+def test_example_then_default_output_and_refusals(model_path, tmp_path, capsys, monkeypatch):
     demo = tmp_path / "demo.zarr"
     assert upscale_zarr.main(["--example", str(demo)]) == 0
     assert zarr.open_group(str(demo), mode="r")["0"].dtype == np.uint16
+    from napari_resshift.registry import Preset
+
+    monkeypatch.setattr(Preset, "packaged_path", lambda self: tmp_path / "missing.safetensors")
     code = upscale_zarr.main([str(demo), "--quiet"])
     assert code == 2 and "default model is not installed" in capsys.readouterr().err
     small = tmp_path / "small.zarr"
     zarr.open_array(str(small), mode="w", shape=(12, 12), dtype="uint16")[:] = 7
     upscale(model_path, small, tmp_path / "small_x4.ome.zarr")
-    args = [str(small), "--model", model_path, "--quiet", "--tile", "16", "--overlap", "4"]
+    args = [str(small), "--model", model_path, "--quiet", "--tile", "16", "--overlap", "4", "--chunk", "1"]
     assert upscale_zarr.main(args) == 2  # default output exists now
     assert "already exists" in capsys.readouterr().err
     assert upscale_zarr.main(args + ["--resume"]) == 0 and "already complete" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from napari_resshift.registry import architecture
 from pipelines import execute, ome, upscale_zarr
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--tile", "16", "--overlap", "4", "--quiet", "--seed", "1"]
+FLAGS = ["--tile", "16", "--overlap", "4", "--chunk", "1", "--quiet", "--seed", "1"]
 
 
 @pytest.fixture(scope="module")
