@@ -126,6 +126,10 @@ class Upscaler:
             seed=seed, plane=plane, draw=k, channels=c, y0=tile.y0 * f, x0=tile.x0 * f, h=h * f, w=w * f
         )[None]
 
+    def upscale_tile(self, patch: torch.Tensor, tile: Tile, *, seed: int, plane: int) -> torch.Tensor:
+        """One tile [3, h, w] at LR position ``tile`` -> HR [3, sh, sw], with its position-keyed noise."""
+        return self.super_resolve(patch[None], noise=self.tile_noise(tile, seed=seed, plane=plane))[0]
+
     def upscale_plane(
         self,
         lr: torch.Tensor,
@@ -141,7 +145,7 @@ class Upscaler:
         tile, overlap = self.tiling(tile=tile, overlap=overlap)
 
         def run(patch: torch.Tensor, t: Tile) -> torch.Tensor:
-            return self.super_resolve(patch[None], noise=self.tile_noise(t, seed=seed, plane=plane))[0]
+            return self.upscale_tile(patch, t, seed=seed, plane=plane)
 
         return blend_tiles(run, lr, scale=self.scale, tile=tile, overlap=overlap, box=box, on_tile=on_tile)
 

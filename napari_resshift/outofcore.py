@@ -265,8 +265,7 @@ def upscale_block(
 
     def run(patch: torch.Tensor, t: Tile) -> torch.Tensor:
         if t not in cache:
-            noise = upscaler.tile_noise(t, seed=seed, plane=block.plane)
-            cache[t] = upscaler.super_resolve(patch[None], noise=noise)[0]
+            cache[t] = upscaler.upscale_tile(patch, t, seed=seed, plane=block.plane)
         return cache[t]
 
     for c in todo:
