@@ -31,9 +31,9 @@ def pick_device(device: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ResShiftError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
+        raise ResShiftError("device 'cuda' was asked for but no CUDA GPU is available; choose the device auto or cpu")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ResShiftError("device 'mps' was asked for but is not available; use --device auto or cpu")
+        raise ResShiftError("device 'mps' was asked for but is not available; choose the device auto or cpu")
     try:
         return torch.device(device)
     except RuntimeError:
