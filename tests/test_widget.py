@@ -253,7 +253,7 @@ def test_missing_gpu_is_one_notification(qtbot, widget, messages):
     widget.device.value = "cuda"
     run(qtbot, widget)
     assert [m for s, m in messages if s == "error"] == [
-        "device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu"
+        "device 'cuda' was asked for but no CUDA GPU is available; choose the device auto or cpu"
     ]
 
 
