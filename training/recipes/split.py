@@ -51,6 +51,13 @@ def split(root: Path) -> dict[str, dict[str, list[Path]]]:
     return out
 
 
+def too_small(path: Path, side: int) -> bool:
+    from training.data import open_source
+
+    source = open_source(path)
+    return min(source.height, source.width) < side
+
+
 def place(src: Path, dst: Path, *, copy: bool) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if dst.exists() or dst.is_symlink():
@@ -67,6 +74,7 @@ def main(argv=None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--copy", action="store_true", help="copy files instead of linking them")
     p.add_argument("--only", choices=("train", "val"), help="place only one side")
+    p.add_argument("--min-side", type=int, default=0, help="leave out images smaller than this (the training crop)")
     args = p.parse_args(argv)
     if not all((args.data / d).is_dir() for d in DOMAINS):
         print(f"error: {args.data} lacks one of {', '.join(DOMAINS)}", file=sys.stderr)
@@ -76,6 +84,9 @@ def main(argv=None) -> int:
             if args.only and side != args.only:
                 continue
             for f in files:
+                if args.min_side and too_small(f, args.min_side):
+                    print(f"left out, smaller than {args.min_side} px: {f}")
+                    continue
                 rel = f.relative_to(args.data / domain)
                 place(f, args.out / side / domain / str(rel).replace(os.sep, "__"), copy=args.copy)
         print(f"{domain}: {len(sides['train'])} train, {len(sides['val'])} validation files")
