@@ -126,9 +126,11 @@ class Upscaler:
             seed=seed, plane=plane, draw=k, channels=c, y0=tile.y0 * f, x0=tile.x0 * f, h=h * f, w=w * f
         )[None]
 
-    def upscale_tile(self, patch: torch.Tensor, tile: Tile, *, seed: int, plane: int) -> torch.Tensor:
-        """One tile [3, h, w] at LR position ``tile`` -> HR [3, sh, sw], with its position-keyed noise."""
-        return self.super_resolve(patch[None], noise=self.tile_noise(tile, seed=seed, plane=plane))[0]
+    def upscale_tiles(self, patches: torch.Tensor, tiles: list[Tile], *, seed: int, plane: int) -> torch.Tensor:
+        """Same-shaped tiles [B, 3, h, w] at LR positions ``tiles`` -> HR [B, 3, sh, sw] in one batch, each with
+        its position-keyed noise."""
+        noises = [self.tile_noise(t, seed=seed, plane=plane) for t in tiles]
+        return self.super_resolve(patches, noise=lambda k: torch.cat([n(k) for n in noises]))
 
     def upscale_plane(
         self,
@@ -144,8 +146,8 @@ class Upscaler:
         """One RGB plane [3, H, W] in [-1, 1] -> HR [3, sH, sW] (or the HR ``box`` of it), tiled and blended."""
         tile, overlap = self.tiling(tile=tile, overlap=overlap)
 
-        def run(patch: torch.Tensor, t: Tile) -> torch.Tensor:
-            return self.upscale_tile(patch, t, seed=seed, plane=plane)
+        def run(patches: torch.Tensor, tiles: list[Tile]) -> torch.Tensor:
+            return self.upscale_tiles(patches, tiles, seed=seed, plane=plane)
 
         return blend_tiles(run, lr, scale=self.scale, tile=tile, overlap=overlap, box=box, on_tile=on_tile)
 

@@ -19,7 +19,7 @@ from . import normalization
 from .engine import Upscaler
 from .errors import ResShiftError
 from .normalization import Normalization
-from .tiling import Tile, blend_tiles, plan_tiles, tiles_for_region
+from .tiling import Tile, batch_for, blend_tiles, plan_tiles, tile_groups, tiles_for_region
 
 AXES = "tczyx"  # the axis names understood; only y and x are upscaled
 BLOCK_CHUNKS = 8  # chunks per block side: a block computes each tile once, tiles on its border are shared with the next
@@ -251,7 +251,9 @@ def upscale_block(
     boxes = {c: layout.chunk_box(*c) for c in todo}
     needs = {c: tiles_for_region(tiles, box, scale) for c, box in boxes.items()}
     uses = Counter(i for ids in needs.values() for i in ids)
-    used = [tiles[i] for i in uses]
+    groups = tile_groups(tiles, batch=batch_for(layout.tile))
+    batched = {i for g in groups if uses.keys() & set(g) for i in g}  # a tile is computed with its whole batch
+    used = [tiles[i] for i in batched]
     y0 = max(0, min(t.y0 for t in used) - ALPHA_HALO)
     x0 = max(0, min(t.x0 for t in used) - ALPHA_HALO)
     y1 = min(height, max(t.y0 + t.h for t in used) + ALPHA_HALO)
@@ -263,10 +265,10 @@ def upscale_block(
     view = _WindowView(rgb, (y0, x0), height, width)
     cache: dict[Tile, torch.Tensor] = {}
 
-    def run(patch: torch.Tensor, t: Tile) -> torch.Tensor:
-        if t not in cache:
-            cache[t] = upscaler.upscale_tile(patch, t, seed=seed, plane=block.plane)
-        return cache[t]
+    def run(patches: torch.Tensor, batch: list[Tile]) -> torch.Tensor:
+        if not all(t in cache for t in batch):
+            cache.update(zip(batch, upscaler.upscale_tiles(patches, batch, seed=seed, plane=block.plane)))
+        return torch.stack([cache[t] for t in batch])
 
     for c in todo:
         hr = blend_tiles(run, view, scale=scale, tile=layout.tile, overlap=layout.overlap, box=boxes[c])

@@ -99,7 +99,25 @@ def positional_noise(
     return torch.from_numpy(z.astype(np.float32))
 
 
-TileRunner = Callable[[torch.Tensor, Tile], torch.Tensor]
+TileRunner = Callable[[torch.Tensor, list[Tile]], torch.Tensor]
+BATCH_PIXELS = 8 * 32 * 32  # LR pixels per forward pass: 32-px tiles run about twice as fast batched by 8 on 2 cores
+
+
+def batch_for(tile: int) -> int:
+    """Tiles per forward pass: several small tiles, one large one (activations grow with the batch's pixels)."""
+    return max(1, min(8, BATCH_PIXELS // (tile * tile)))
+
+
+def tile_groups(tiles: list[Tile], *, batch: int) -> list[list[int]]:
+    """Consecutive tiles of one tile row and one shape, at most ``batch`` each: a fixed function of the layout,
+    so a tile is always computed in the same batch and its result never depends on which region asked for it."""
+    groups: list[list[int]] = []
+    for i, t in enumerate(tiles):
+        first = tiles[groups[-1][0]] if groups else None
+        if first is None or len(groups[-1]) == batch or (first.y0, first.h, first.w) != (t.y0, t.h, t.w):
+            groups.append([])
+        groups[-1].append(i)
+    return groups
 
 
 def tiles_for_region(tiles: Iterable[Tile], box: tuple[int, int, int, int], scale: int) -> list[int]:
@@ -122,12 +140,15 @@ def blend_tiles(
     overlap: int,
     box: tuple[int, int, int, int] | None = None,
     feather: bool = True,
+    batch: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Upscale ``lr`` [C, H, W] tile by tile (``run(lr_tile, tile) -> HR tile``) and blend into HR ``box``.
+    """Upscale ``lr`` [C, H, W] tile by tile and blend into HR ``box``; ``run(lr_tiles [B, C, h, w], tiles)`` gives
+    the HR tiles of one batch of :func:`tile_groups` (``batch`` tiles, by default :func:`batch_for` the tile size).
 
-    Tiles are always visited in the same global order, so a region's pixels are bit-identical to the
-    same pixels of the whole-image result. ``on_tile(done, total)`` reports progress and may raise to cancel.
+    Tiles are visited in the same global order and batched in the same groups, so a region's pixels are
+    bit-identical to the same pixels of the whole-image result. ``on_tile(done, total)`` reports progress and may
+    raise to cancel.
     """
     c, height, width = lr.shape
     if box is None:
@@ -135,11 +156,17 @@ def blend_tiles(
     by0, bx0, by1, bx1 = box
     tiles = plan_tiles(height, width, tile=tile, overlap=overlap)
     todo = tiles_for_region(tiles, box, scale)
+    batch = batch_for(tile) if batch is None else batch
+    group_of = {i: g for g in tile_groups(tiles, batch=batch) for i in g}
+    ready: dict[int, torch.Tensor] = {}
     acc = None
     weight_sum = torch.zeros(by1 - by0, bx1 - bx0, dtype=torch.float32)
     for done, i in enumerate(todo):
-        t = tiles[i]
-        out = run(lr[:, t.y0:t.y0 + t.h, t.x0:t.x0 + t.w], t).float().cpu()
+        if i not in ready:
+            group = group_of[i]
+            patches = torch.stack([lr[:, t.y0:t.y0 + t.h, t.x0:t.x0 + t.w] for t in (tiles[j] for j in group)])
+            ready.update(zip(group, run(patches, [tiles[j] for j in group]).float().cpu()))
+        t, out = tiles[i], ready.pop(i)
         if acc is None:
             acc = torch.zeros(out.shape[0], by1 - by0, bx1 - bx0, dtype=torch.float32)
         weight = torch.from_numpy(blend_weight(t, height, width, scale=scale, overlap=overlap, feather=feather))

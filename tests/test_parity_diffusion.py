@@ -149,14 +149,15 @@ def test_parity_chopped_inference(kit, model):
     np.testing.assert_array_equal([(t.y0, t.x0) for t in tiles], d["patch_starts_lq"])
     order = {(t.y0, t.x0): i for i, t in enumerate(tiles)}
 
-    def run(patch, tile):
+    def run(patches, batch):
+        (tile,) = batch
         i = order[(tile.y0, tile.x0)]
         draws = [t_(d["noise_prior"][i:i + 1])] + [t_(n[i:i + 1]) for n in d["noise_steps"]]
         with torch.no_grad():
-            out = model.super_resolve(patch[None], noise=diffusion.recorded_noise(draws))
+            out = model.super_resolve(patches, noise=diffusion.recorded_noise(draws))
         assert_close(out[0], d["patch_out"][i], 5e-4, f"tile {i}")
-        return out[0]
+        return out
 
-    out = blend_tiles(run, y0[0], scale=model.scale, tile=size, overlap=size - stride, feather=False)
+    out = blend_tiles(run, y0[0], scale=model.scale, tile=size, overlap=size - stride, feather=False, batch=1)
     assert_close(out, d["bs1_out"][0], 5e-4, "chopped output (batch 1)")
     assert_close(out, d["bs4_out"][0], 5e-4, "chopped output (batch 4)")
