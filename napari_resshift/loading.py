@@ -194,7 +194,7 @@ def make_card(model: ResShiftModel, *, name: str, normalization: dict | None = N
         "version": 1,
         "name": name,
         "scale": model.scale,
-        "mode": "latent" if model.autoencoder is not None else "pixel",
+        "mode": "latent" if model.autoencoder is not None else ("packed" if model.pack > 1 else "pixel"),
         "config": model.config,
         "normalization": normalization or {"mode": "range"},
         **extra,

@@ -35,18 +35,19 @@ class ResShiftModel(nn.Module):
         self.schedule = diffusion.Schedule.from_config(params)
         self.scale = int(params["sf"])
         self.scale_factor = float(params.get("scale_factor", 1.0))
-        self.pad_multiple = int(unet_params.get("lq_size", unet_params["image_size"]))
-        if self.autoencoder is None:
-            # Pixel mode runs the denoiser at the HR size, so the LR image needs 1/scale of the multiple.
-            self.pad_multiple = max(1, self.pad_multiple // self.scale)
+        # Pixel mode may pack f x f pixel blocks into channels (space-to-depth): the same pixel-space diffusion,
+        # with the denoiser running at 1/f of the HR size.
+        self.pack = 1 if ae else int(self.config["model"].get("space_to_depth", 1))
+        # The LR image must pad to what the denoiser's lq_size is in LR pixels.
+        self.pad_multiple = max(1, int(unet_params.get("lq_size", unet_params["image_size"])) // self.latent_factor)
         if self.autoencoder is not None:
             self.autoencoder.requires_grad_(False)
 
     @property
     def latent_factor(self) -> int:
-        """LR pixels -> latent pixels: scale / autoencoder downsampling (1 for the official x4, f4 models)."""
+        """LR pixels -> latent pixels: scale / downsampling (1 for the official f4 models and packed pixel mode)."""
         if self.autoencoder is None:
-            return self.scale
+            return self.scale // self.pack
         down = 2 ** (len(self.config["autoencoder"]["params"]["ddconfig"]["ch_mult"]) - 1)
         return self.scale // down
 
@@ -57,7 +58,7 @@ class ResShiftModel(nn.Module):
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """HR-sized image in [-1, 1] -> latent (no quantisation), times the latent scale factor."""
         if self.autoencoder is None:
-            return image
+            return F.pixel_unshuffle(image, self.pack)
         return self.autoencoder.encode(image) * self.scale_factor
 
     @property
@@ -68,7 +69,7 @@ class ResShiftModel(nn.Module):
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Latent -> image, snapping to the codebook first unless the configuration says the latent is continuous."""
         if self.autoencoder is None:
-            return latent
+            return F.pixel_shuffle(latent, self.pack)
         return self.autoencoder.decode(latent / self.scale_factor, quantize=self.quantize_on_decode)
 
     def condition(self, lq: torch.Tensor) -> torch.Tensor:
@@ -76,8 +77,8 @@ class ResShiftModel(nn.Module):
         return self.encode(bicubic_up(lq, self.scale))
 
     def denoiser(self, lq: torch.Tensor) -> diffusion.Denoiser:
-        """The x_0-predicting network with the LQ conditioning bound (upsampled in pixel mode)."""
-        cond = lq if self.autoencoder is not None else bicubic_up(lq, self.scale)
+        """The x_0-predicting network with the LQ conditioning bound (upsampled to the latent size if needed)."""
+        cond = lq if self.latent_factor == 1 else bicubic_up(lq, self.latent_factor)
         return lambda x, t: self.unet(x, t, lq=cond)
 
     def pad(self, lq: torch.Tensor) -> torch.Tensor:

@@ -77,6 +77,10 @@ def official_config(*, steps: int, min_noise_level: float) -> dict:
     }
 
 
+MODES = ("latent", "pixel", "packed")
+PACK = 4  # pixel block side in packed mode (the x4 scale, so the denoiser runs at the LR size)
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named model: its configuration and the files a user supplies (official) or the package ships."""
@@ -123,26 +127,33 @@ PRESETS = {
 }
 
 
-def architecture(name: str, *, latent: bool = True) -> dict:
+def architecture(name: str, *, mode: str = "latent") -> dict:
     """Official-layout configuration of a size preset for training from scratch (``tiny`` is for tests).
 
-    ``small`` is the CPU-sized default: a continuous 16-channel f4 latent (decoded without codebook snapping, so
-    the autoencoder does not cap PSNR), a 32-channel denoiser, and kappa 1 for outputs close to the posterior mean.
+    ``mode``: ``latent`` (a VQ-f4 autoencoder), ``pixel`` (the denoiser at the HR size) or ``packed`` (pixel-space
+    diffusion with 4 x 4 pixel blocks packed into channels, so the denoiser runs at the LR size: lossless, and as
+    cheap as latent mode without an autoencoder to run or to cap the quality).
+    ``small`` is CPU-sized: a continuous 16-channel latent, a 32-channel denoiser and kappa 1; ``fast`` is the
+    default model's: packed, no full-resolution res blocks, kappa 0.5 for outputs close to the posterior mean.
     """
     sizes = {
         # name: (model_channels, channel_mult, num_res_blocks, swin_embed_dim, window, lq_size, latent channels,
         #        autoencoder ch, ch_mult, num_res_blocks, quantize on decode, kappa)
         "tiny": (32, [1, 2], [1, 1], 32, 4, 16, 3, 32, [1, 2, 2], 1, True, 2.0),
         "small": (32, [1, 2, 2], [1, 1, 1], 32, 8, 32, 16, 32, [1, 1, 1], 0, False, 1.0),
+        "fast": (32, [1, 2, 2], [0, 1, 1], 32, 8, 32, 16, 32, [1, 1, 1], 0, False, 0.5),
     }
     if name not in sizes:
         raise KeyError(f"unknown architecture {name!r}; choose one of {', '.join(sizes)}")
+    if mode not in MODES:
+        raise KeyError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     mc, mult, nrb, ed, window, lq, latent_ch, ae_ch, ae_mult, ae_nrb, quantize, kappa = sizes[name]
+    channels = {"latent": latent_ch, "pixel": 3, "packed": 3 * PACK**2}[mode]
     unet = dict(OFFICIAL_UNET) | {
         "image_size": lq,
         "lq_size": lq,
-        "in_channels": latent_ch if latent else 3,
-        "out_channels": latent_ch if latent else 3,
+        "in_channels": channels,
+        "out_channels": channels,
         "model_channels": mc,
         "channel_mult": mult,
         "num_res_blocks": nrb,
@@ -153,7 +164,9 @@ def architecture(name: str, *, latent: bool = True) -> dict:
     }
     diff = diffusion_params(steps=4, min_noise_level=0.2, kappa=kappa)
     config = {"model": {"params": unet}, "diffusion": {"params": diff}}
-    if latent:
+    if mode == "packed":
+        config["model"]["space_to_depth"] = PACK
+    if mode == "latent":
         ae = copy.deepcopy(OFFICIAL_AUTOENCODER)
         ae["embed_dim"] = latent_ch
         ae["n_embed"] = 1024

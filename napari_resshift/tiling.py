@@ -72,31 +72,44 @@ def blend_weight(tile: Tile, height: int, width: int, *, scale: int, overlap: in
     return np.outer(wy, wx).astype(np.float32)
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: a bijective, well-mixed hash of uint64 counters."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+MASK64 = (1 << 64) - 1
+NOISE_BLOCK = 32  # latent pixels per side of the independently seeded noise blocks
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser: a bijective, well-mixed hash of a 64-bit integer."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    return x ^ (x >> 31)
+
+
+def _key(*parts: int) -> int:
+    key = _mix(0x9E3779B97F4A7C15)
+    for part in parts:
+        key = _mix(key ^ ((part & MASK64) * 0x9E3779B97F4A7C15 & MASK64))
+    return key
 
 
 def positional_noise(
     *, seed: int, plane: int, draw: int, channels: int, y0: int, x0: int, h: int, w: int
 ) -> torch.Tensor:
-    """Standard normal noise [channels, h, w] that is a pure function of (seed, plane, draw, channel, y, x)."""
-    with np.errstate(over="ignore"):
-        key = _mix(np.uint64(seed & 0xFFFFFFFFFFFFFFFF) + np.uint64(0x9E3779B97F4A7C15))
-        for part in (plane, draw):
-            key = _mix(key ^ np.uint64(part & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15))
-        c = np.arange(channels, dtype=np.uint64)[:, None, None]
-        ys = (np.arange(h, dtype=np.int64) + y0).astype(np.uint64)[None, :, None]
-        xs = (np.arange(w, dtype=np.int64) + x0).astype(np.uint64)[None, None, :]
-        counter = (c << np.uint64(56)) ^ (ys << np.uint64(28)) ^ xs
-        a = _mix(key ^ _mix(counter * np.uint64(2)))
-        b = _mix(key ^ _mix(counter * np.uint64(2) + np.uint64(1)))
-    u1 = ((a >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
-    u2 = (b >> np.uint64(11)).astype(np.float64) / 2.0**53
-    z = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)  # Box-Muller
-    return torch.from_numpy(z.astype(np.float32))
+    """Standard normal noise [channels, h, w] that is a pure function of (seed, plane, draw, channel, y, x).
+
+    The latent plane is cut into fixed NOISE_BLOCK-square blocks, each drawn from its own generator seeded by a hash
+    of (seed, plane, draw, block row, block column); a window takes the blocks it overlaps and crops them.
+    """
+    b = NOISE_BLOCK
+    by0, bx0 = y0 // b, x0 // b
+    gen = torch.Generator()
+    rows = []
+    for by in range(by0, -(-(y0 + h) // b)):
+        row = []
+        for bx in range(bx0, -(-(x0 + w) // b)):
+            gen.manual_seed(_key(seed, plane, draw, by, bx))
+            row.append(torch.randn(channels, b, b, generator=gen))
+        rows.append(torch.cat(row, 2))
+    dy, dx = y0 - by0 * b, x0 - bx0 * b
+    return torch.cat(rows, 1)[:, dy:dy + h, dx:dx + w].contiguous()
 
 
 TileRunner = Callable[[torch.Tensor, list[Tile]], torch.Tensor]

@@ -105,8 +105,9 @@ def test_tiny_and_odd_sizes(upscaler):
         assert out.shape == (shape[0] * 4, shape[1] * 4)
 
 
-def test_pixel_mode_engine():
-    model = ResShiftModel(architecture("tiny", latent=False))
+@pytest.mark.parametrize("mode", ["pixel", "packed"])
+def test_pixel_mode_engine(mode):
+    model = ResShiftModel(architecture("tiny", mode=mode))
     up = Upscaler(model, device="cpu")
     assert up.upscale(blobs((12, 20), np.uint8)).image.shape == (48, 80)
 
@@ -163,3 +164,7 @@ def test_tile_layout_and_weights():
     assert torch.equal(n1, n2[:, 5:13, 7:15])
     big = positional_noise(seed=2, plane=1, draw=3, channels=3, y0=0, x0=0, h=128, w=128)
     assert abs(big.mean()) < 0.02 and abs(big.std() - 1) < 0.02
+    blocks = big.unfold(1, 32, 32).unfold(2, 32, 32).reshape(3, 16, -1)  # the 16 seeded blocks: all different
+    assert torch.corrcoef(blocks.permute(1, 0, 2).reshape(16, -1)).triu(1).abs().max() < 0.1
+    for other in ({"seed": 3, "plane": 1, "draw": 3}, {"seed": 2, "plane": 0, "draw": 3}, {"seed": 2, "plane": 1, "draw": 2}):
+        assert not torch.equal(positional_noise(**other, channels=3, y0=0, x0=0, h=128, w=128), big)

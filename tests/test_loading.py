@@ -60,13 +60,24 @@ def test_project_format_round_trip(tiny, tmp_path):
         save_model(tiny, path, card)
 
 
-def test_pixel_mode_round_trip(tmp_path):
-    model = ResShiftModel(architecture("tiny", latent=False)).eval()
+@pytest.mark.parametrize("mode", ["pixel", "packed"])
+def test_pixel_mode_round_trip(tmp_path, mode):
+    model = ResShiftModel(architecture("tiny", mode=mode)).eval()
     assert model.autoencoder is None
     save_official(model, tmp_path)
     loaded, card = load_model(tmp_path)
-    assert card["mode"] == "pixel"
+    assert card["mode"] == mode
     assert torch.equal(sample(loaded), sample(model))
+
+
+def test_packed_mode_is_lossless_pixel_diffusion():
+    """Packing 4x4 blocks into channels is a permutation: decode(encode(x)) == x, the denoiser runs at LR size."""
+    model = ResShiftModel(architecture("tiny", mode="packed")).eval()
+    hr = torch.rand(2, 3, 64, 64) * 2 - 1
+    z = model.encode(hr)
+    assert z.shape == (2, 48, 16, 16) and torch.equal(model.decode(z), hr)
+    assert torch.equal(torch.sort(z.flatten(1)).values, torch.sort(hr.flatten(1)).values)
+    assert model.latent_factor == 1 and model.pad_multiple == 16
 
 
 @pytest.mark.parametrize(

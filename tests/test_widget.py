@@ -111,7 +111,7 @@ def test_gray_result_shape_geometry_metadata(qtbot, widget):
 
 
 def test_bright_pixel_lands_on_the_same_world_coordinate(qtbot, widget):
-    model = ResShiftModel(architecture("tiny", latent=False)).eval()
+    model = ResShiftModel(architecture("tiny", mode="pixel")).eval()
     model.unet = Bicubic()
     widget.use_model(model, card={"name": "bicubic"})
     data = np.zeros((16, 16), np.uint8)

@@ -31,7 +31,7 @@ from napari_resshift.loading import (
 )
 from napari_resshift.model import ResShiftModel
 from napari_resshift.normalization import DEFAULT_PERCENTILES
-from napari_resshift.registry import architecture
+from napari_resshift.registry import MODES, architecture
 
 from . import checkpoint, data
 from .degradations import DEGRADATIONS
@@ -41,7 +41,7 @@ from .trainer import CHECKPOINT_NAME, Settings, Trainer
 
 DEFAULTS = {
     "stage": "denoiser", "data": None, "lr_data": None, "val_data": [], "val_fraction": 0.15, "run": None,
-    "resume": None, "init": None, "arch": "small", "config": None, "pixel": False, "autoencoder": None,
+    "resume": None, "init": None, "arch": "small", "config": None, "mode": "latent", "autoencoder": None,
     "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256, "val_size": 256, "val_images": 8,
     "device": "auto", "name": None, "export_official": None, "no_quantize": False, "commitment": 0.25,
     "tensorboard": True,
@@ -81,9 +81,10 @@ def parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--init", help="default | PATH (model file or folder) | scratch (default: default; "
                                   "scratch for --stage autoencoder)")
-    m.add_argument("--arch", choices=("tiny", "small"), help=f"size preset for --init scratch (default {d['arch']})")
+    m.add_argument("--arch", choices=("tiny", "small", "fast"), help=f"size preset for --init scratch (default {d['arch']})")
     m.add_argument("--config", help="official-layout config (.yaml/.json) for --init scratch")
-    m.add_argument("--pixel", action="store_true", help="pixel-mode model (no autoencoder) for --init scratch")
+    m.add_argument("--mode", choices=MODES, help="for --init scratch: latent (VQ-f4 autoencoder), pixel, or packed "
+                   f"(pixel-space diffusion on 4x4 blocks, no autoencoder; the default model's) (default {d['mode']})")
     m.add_argument("--autoencoder", help="autoencoder weights: a --stage autoencoder run's model.safetensors "
                                          "or an official .pth")
     m.add_argument("--preset", help="official preset for an official .pth given to --init (default v3)")
@@ -169,15 +170,15 @@ def build_model(opts: argparse.Namespace) -> tuple[ResShiftModel, str]:
         if opts.stage == "autoencoder" and model.autoencoder is None:
             raise ResShiftError(f"{init}: a pixel-mode model has no autoencoder to train")
         return model, f"{init} ({card.get('name', 'model')})"
-    config = read_config(Path(opts.config)) if opts.config else architecture(opts.arch, latent=not opts.pixel)
+    config = read_config(Path(opts.config)) if opts.config else architecture(opts.arch, mode=opts.mode)
     ae_state = None
     if config.get("autoencoder") and opts.stage == "denoiser":
         if not opts.autoencoder:
             raise ResShiftError("a latent model trained from scratch needs --autoencoder (train one first with "
-                                "--stage autoencoder), or use --pixel")
+                                "--stage autoencoder), or use --mode packed")
         config, ae_state = with_autoencoder(config, opts.autoencoder)
     if opts.stage == "autoencoder" and not config.get("autoencoder"):
-        raise ResShiftError("--stage autoencoder needs a latent-mode model; drop --pixel")
+        raise ResShiftError("--stage autoencoder needs a latent-mode model; use --mode latent")
     torch.manual_seed(opts.seed)
     model = ResShiftModel(config)
     if ae_state is not None:
