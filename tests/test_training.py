@@ -244,3 +244,17 @@ def test_worker_processes_deliver_the_same_batches(images):
         expected = sampler[k]
         assert batch["seed"] == expected["seed"] and batch["index"] == k
         assert torch.equal(batch["hr"], expected["hr"]) and torch.equal(batch["lq"], expected["lq"])
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "training" / "recipes").glob("*.args")))
+def test_recipe_files_parse(recipe, tmp_path):
+    opts = finetune.resolve_options([f"@{recipe}", "--data", str(tmp_path), "--run", str(tmp_path / "run")])
+    assert opts.crop % 128 == 0 and opts.iterations > 0 and opts.lr > 0 and opts.run == str(tmp_path / "run")
+
+
+def test_packed_model_trains_from_scratch_without_an_autoencoder(images, tmp_path):
+    outcome = finetune.train(["--data", str(images), "--run", str(tmp_path / "run"), "--init", "scratch",
+                              "--arch", "tiny", "--mode", "packed", "--crop", "64", "--batch", "2",
+                              "--iterations", "2", "--val-fraction", "0", "--val-every", "0", "--no-tensorboard"])
+    model, card = load_model(outcome.path)
+    assert card["mode"] == "packed" and model.autoencoder is None and model.pack == 4
