@@ -7,6 +7,7 @@ the normalised intensities. Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -87,6 +88,7 @@ def main(argv=None) -> int:
     p.add_argument("folders", nargs="+", help="DOMAIN=FOLDER of HR images")
     p.add_argument("--model", default="default", help="model path, or 'default' (the shipped model), or 'none'")
     p.add_argument("--size", type=int, default=512, help="HR centre crop per image (pixels)")
+    p.add_argument("--json", help="also write the table to this JSON file (scripts/ship_default.py reads it)")
     args = p.parse_args(argv)
     upscaler = None if args.model == "none" else Upscaler(args.model, device="cpu")
     rows = []
@@ -104,6 +106,11 @@ def main(argv=None) -> int:
     times = [t for row in rows for t in row["seconds"]]
     if times:
         print(f"\nmodel time per image (median): {statistics.median(times):.2f} s")
+    if args.json:
+        summary = {"benchmark": f"benchmarks/bench_quality.py, x4 antialiased-bicubic LR, HR centre crops <= "
+                                f"{args.size} px", "model": args.model,
+                   "domains": {r["domain"]: {"images": r["images"], **r["scores"]} for r in rows}}
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 

@@ -19,7 +19,7 @@ from .model import ResShiftModel
 from .tiling import Tile, blend_tiles, positional_noise
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-DEFAULT_TILE = 128  # LR pixels: big enough to amortise the halo, small enough for the autoencoder's global attention
+DEFAULT_TILE = 128  # LR pixels: big enough to amortise the halo, small enough for an autoencoder's global attention
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -89,8 +89,8 @@ class Upscaler:
 
     @property
     def default_tile(self) -> int:
-        """The model card's tile, else the size the model was trained on: the autoencoder's global attention and
-        GroupNorm statistics do not carry over to much larger tiles."""
+        """The model card's tile, else the size the model was trained on: an autoencoder's global attention and
+        GroupNorm statistics may not carry over to much larger tiles."""
         trained = self.card.get("training", {}).get("crop")
         return int(self.card.get("tile") or (trained // self.scale if trained else DEFAULT_TILE))
 
@@ -103,10 +103,11 @@ class Upscaler:
         return tile, overlap
 
     def default_overlap(self, tile: int) -> int:
-        """Halo in LR pixels: one coarsest-level attention window, capped at a quarter of the tile."""
+        """Halo in LR pixels: the model card's, else one coarsest-level attention window; at most a quarter of the
+        tile."""
         params = self.model.config["model"]["params"]
         window = params["window_size"] * 2 ** (len(params["channel_mult"]) - 1) // max(1, self.model.latent_factor)
-        return max(4, min(window, tile // 4))
+        return max(4, min(int(self.card.get("overlap") or window), tile // 4))
 
     @torch.inference_mode()
     def super_resolve(self, lr: torch.Tensor, *, noise: diffusion.NoiseSource, callback=None) -> torch.Tensor:
