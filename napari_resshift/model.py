@@ -38,6 +38,8 @@ class ResShiftModel(nn.Module):
         # Pixel mode may pack f x f pixel blocks into channels (space-to-depth): the same pixel-space diffusion,
         # with the denoiser running at 1/f of the HR size.
         self.pack = 1 if ae else int(self.config["model"].get("space_to_depth", 1))
+        # A residual denoiser outputs x_0 - y_0 and y_0 is added back: still an x_0 prediction, learnt much faster.
+        self.residual = bool(self.config["model"].get("residual", False))
         # The LR image must pad to what the denoiser's lq_size is in LR pixels.
         self.pad_multiple = max(1, int(unet_params.get("lq_size", unet_params["image_size"])) // self.latent_factor)
         if self.autoencoder is not None:
@@ -76,10 +78,13 @@ class ResShiftModel(nn.Module):
         """y_0 in latent space: encode(bicubic_up(lq))."""
         return self.encode(bicubic_up(lq, self.scale))
 
-    def denoiser(self, lq: torch.Tensor) -> diffusion.Denoiser:
+    def denoiser(self, lq: torch.Tensor, z_y: torch.Tensor | None = None) -> diffusion.Denoiser:
         """The x_0-predicting network with the LQ conditioning bound (upsampled to the latent size if needed)."""
         cond = lq if self.latent_factor == 1 else bicubic_up(lq, self.latent_factor)
-        return lambda x, t: self.unet(x, t, lq=cond)
+        if not self.residual:
+            return lambda x, t: self.unet(x, t, lq=cond)
+        z_y = self.condition(lq) if z_y is None else z_y
+        return lambda x, t: z_y + self.unet(x, t, lq=cond)
 
     def pad(self, lq: torch.Tensor) -> torch.Tensor:
         """Reflect-pad bottom/right to the model's multiple (the reference inference offset)."""
@@ -109,7 +114,7 @@ class ResShiftModel(nn.Module):
         if noise is None:
             noise = diffusion.generator_noise(self.latent_shape(padded), generator=generator, device=lq.device)
         z_y = self.condition(padded)
-        z_0 = diffusion.sample(self.denoiser(padded), z_y, self.schedule, noise=noise, callback=callback)
+        z_0 = diffusion.sample(self.denoiser(padded, z_y), z_y, self.schedule, noise=noise, callback=callback)
         out = self.decode(z_0)
         return out[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
 
@@ -120,7 +125,7 @@ class ResShiftModel(nn.Module):
             z_y = self.condition(lq)
         weighted = bool(self.config["diffusion"]["params"].get("weighted_mse", False))
         loss, mse, pred, z_t = diffusion.training_loss(
-            self.schedule, self.denoiser(lq), z_start, z_y, t, noise, weighted=weighted
+            self.schedule, self.denoiser(lq, z_y), z_start, z_y, t, noise, weighted=weighted
         )
         return loss, mse, pred, z_t, z_start
 

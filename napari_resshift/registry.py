@@ -132,7 +132,8 @@ def architecture(name: str, *, mode: str = "latent") -> dict:
 
     ``mode``: ``latent`` (a VQ-f4 autoencoder), ``pixel`` (the denoiser at the HR size) or ``packed`` (pixel-space
     diffusion with 4 x 4 pixel blocks packed into channels, so the denoiser runs at the LR size: lossless, and as
-    cheap as latent mode without an autoencoder to run or to cap the quality).
+    cheap as latent mode without an autoencoder to run or to cap the quality; its denoiser is residual, predicting
+    x_0 as y_0 plus its output).
     ``small`` is CPU-sized: a continuous 16-channel latent, a 32-channel denoiser and kappa 1; ``fast`` is the
     default model's: packed, no full-resolution res blocks, kappa 0.5 for outputs close to the posterior mean.
     """
@@ -165,7 +166,7 @@ def architecture(name: str, *, mode: str = "latent") -> dict:
     diff = diffusion_params(steps=4, min_noise_level=0.2, kappa=kappa)
     config = {"model": {"params": unet}, "diffusion": {"params": diff}}
     if mode == "packed":
-        config["model"]["space_to_depth"] = PACK
+        config["model"] |= {"space_to_depth": PACK, "residual": True}
     if mode == "latent":
         ae = copy.deepcopy(OFFICIAL_AUTOENCODER)
         ae["embed_dim"] = latent_ch

@@ -258,3 +258,15 @@ def test_packed_model_trains_from_scratch_without_an_autoencoder(images, tmp_pat
                               "--iterations", "2", "--val-fraction", "0", "--val-every", "0", "--no-tensorboard"])
     model, card = load_model(outcome.path)
     assert card["mode"] == "packed" and model.autoencoder is None and model.pack == 4
+
+
+def test_a_residual_model_from_scratch_starts_at_bicubic(tmp_path):
+    """Packed models predict x_0 as y_0 + the UNet's output, which starts at zero: sampling returns bicubic."""
+    opts = finetune.resolve_options(["--data", str(tmp_path), "--run", str(tmp_path / "r"), "--init", "scratch",
+                                     "--arch", "tiny", "--mode", "packed"])
+    model, _ = finetune.build_model(opts)
+    lq = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        out = model.super_resolve(lq, generator=torch.Generator().manual_seed(0))
+    bicubic = torch.nn.functional.interpolate(lq, scale_factor=4, mode="bicubic").clamp(-1, 1)
+    assert model.residual and torch.allclose(out, bicubic, atol=1e-6)

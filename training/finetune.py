@@ -181,6 +181,9 @@ def build_model(opts: argparse.Namespace) -> tuple[ResShiftModel, str]:
         raise ResShiftError("--stage autoencoder needs a latent-mode model; use --mode latent")
     torch.manual_seed(opts.seed)
     model = ResShiftModel(config)
+    if model.residual:
+        torch.nn.init.zeros_(model.unet.out[-1].weight)  # a residual denoiser starts from x_0 = y_0 (bicubic)
+        torch.nn.init.zeros_(model.unet.out[-1].bias)
     if ae_state is not None:
         load_weights(model.autoencoder, checkpoint.unwrap_keys(ae_state), path=opts.autoencoder, what="autoencoder")
     return model.eval(), f"scratch ({opts.config or opts.arch})"
