@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import diffusion
+from .errors import ResShiftError
 from .nets.autoencoder import VQModelTorch
 from .nets.unet import UNetModelSwin
 
@@ -44,6 +45,14 @@ class ResShiftModel(nn.Module):
         self.pad_multiple = max(1, int(unet_params.get("lq_size", unet_params["image_size"])) // self.latent_factor)
         if self.autoencoder is not None:
             self.autoencoder.requires_grad_(False)
+
+    def set_kappa(self, kappa: float) -> None:
+        """Change the noise scale (configuration and schedule), e.g. before fine-tuning for more fidelity."""
+        if not kappa > 0:
+            raise ResShiftError(f"kappa must be positive, got {kappa}")
+        params = self.config["diffusion"]["params"]
+        params["kappa"] = float(kappa)
+        self.schedule = diffusion.Schedule.from_config(params)
 
     @property
     def latent_factor(self) -> int:

@@ -41,7 +41,7 @@ from .trainer import CHECKPOINT_NAME, Settings, Trainer
 
 DEFAULTS = {
     "stage": "denoiser", "data": None, "lr_data": None, "val_data": [], "val_fraction": 0.15, "run": None,
-    "resume": None, "init": None, "arch": "small", "config": None, "mode": "latent", "autoencoder": None,
+    "resume": None, "init": None, "arch": "small", "config": None, "mode": "latent", "autoencoder": None, "kappa": None,
     "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256, "val_size": 256, "val_images": 8,
     "device": "auto", "name": None, "export_official": None, "no_quantize": False, "commitment": 0.25,
     "tensorboard": True,
@@ -88,6 +88,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--autoencoder", help="autoencoder weights: a --stage autoencoder run's model.safetensors "
                                          "or an official .pth")
     m.add_argument("--preset", help="official preset for an official .pth given to --init (default v3)")
+    m.add_argument("--kappa", type=float, help="train (and export) with this noise scale instead of the model's: "
+                   "lower is closer to the posterior mean (fidelity), higher gives more generated detail")
     t = p.add_argument_group("optimisation")
     t.add_argument("--iterations", type=int, help=f"optimiser steps (default {d['iterations']})")
     t.add_argument("--batch", type=int, help=f"images per step (default {d['batch']})")
@@ -290,6 +292,8 @@ def train(argv=None) -> Outcome:
         model, origin = ResShiftModel(json.loads(state["config"])).eval(), json.loads(state["extra"])["init"]
     else:
         model, origin = build_model(opts)
+        if opts.kappa is not None:
+            model.set_kappa(opts.kappa)
     check_crop(opts, model)
 
     lr_root = Path(opts.lr_data) if opts.lr_data else None
