@@ -252,12 +252,13 @@ def test_recipe_files_parse(recipe, tmp_path):
     assert opts.crop % 128 == 0 and opts.iterations > 0 and opts.lr > 0 and opts.run == str(tmp_path / "run")
 
 
-def test_packed_model_trains_from_scratch_without_an_autoencoder(images, tmp_path):
+def test_packed_model_trains_from_scratch_without_an_autoencoder_and_kappa_changes(images, tmp_path):
     outcome = finetune.train(["--data", str(images), "--run", str(tmp_path / "run"), "--init", "scratch",
-                              "--arch", "tiny", "--mode", "packed", "--crop", "64", "--batch", "2",
+                              "--arch", "tiny", "--mode", "packed", "--kappa", "0.3", "--crop", "64", "--batch", "2",
                               "--iterations", "2", "--val-fraction", "0", "--val-every", "0", "--no-tensorboard"])
     model, card = load_model(outcome.path)
     assert card["mode"] == "packed" and model.autoencoder is None and model.pack == 4
+    assert card["config"]["diffusion"]["params"]["kappa"] == 0.3 and model.schedule.kappa == 0.3
 
 
 def test_a_residual_model_from_scratch_starts_at_bicubic(tmp_path):
