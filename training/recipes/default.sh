@@ -6,8 +6,8 @@
 # The shipped model came from three stages on 2 cores (about 70 min in all): kappa 0.5 (stopped by its time limit at
 # iteration 4000 of an 8000-iteration schedule), kappa 0.1 (stopped at 1200 of 3000), then kappa 0.02 (2200). The
 # noise scale went down because each later step of the 4-step chain lost PSNR against the first step's prediction
-# (measured on 12 natural validation images: 0.5 dB at kappa 0.5, 0.4 dB at kappa 0.1); low kappa keeps the output at the
-# posterior mean, which is what measurements need. The time limits below stop stages 1 and 2 where they stopped.
+# (measured on 12 natural validation images: 0.5 dB at kappa 0.5, 0.4 dB at kappa 0.1); low kappa keeps the output
+# at the posterior mean, which is what measurements need. The time limits below stop stages 1 and 2 where they stopped.
 set -euo pipefail
 DATA=${1:-../shared/data}; R=${2:-runs/default}; DEV=${3:-cpu}
 python -m training.recipes.split "$DATA" "$R/split" --only train --min-side 128
