@@ -49,15 +49,16 @@ def crops(path: Path, *, size: int):
         yield f"{path.name}[{group[0]}:{group[1]}]", hr, group[1] - group[0] == 3
 
 
-def super_resolve(upscaler: Upscaler, lr: torch.Tensor, rgb: bool) -> torch.Tensor:
+def super_resolve(upscaler: Upscaler, lr: torch.Tensor, rgb: bool, tile: int | None = None) -> torch.Tensor:
     x = lr * 2 - 1
     if rgb:
-        return upscaler.upscale_plane(x, seed=0) * 0.5 + 0.5
-    out = [upscaler.upscale_plane(c[None].expand(3, -1, -1), seed=0, plane=i).mean(0) for i, c in enumerate(x)]
+        return upscaler.upscale_plane(x, seed=0, tile=tile) * 0.5 + 0.5
+    out = [upscaler.upscale_plane(c[None].expand(3, -1, -1), seed=0, plane=i, tile=tile).mean(0)
+           for i, c in enumerate(x)]
     return torch.stack(out) * 0.5 + 0.5
 
 
-def evaluate(domain: str, folder: Path, upscaler: Upscaler | None, *, size: int) -> dict:
+def evaluate(domain: str, folder: Path, upscaler: Upscaler | None, *, size: int, tile: int | None = None) -> dict:
     scores = {m: {"psnr": [], "ssim": []} for m in ("bicubic", "lanczos", "resshift")}
     seconds = []
     for path in find_images(folder):
@@ -74,7 +75,7 @@ def evaluate(domain: str, folder: Path, upscaler: Upscaler | None, *, size: int)
             }
             if upscaler is not None:
                 start = time.perf_counter()
-                results["resshift"] = super_resolve(upscaler, lr, rgb).clamp(0, 1)
+                results["resshift"] = super_resolve(upscaler, lr, rgb, tile).clamp(0, 1)
                 seconds.append(time.perf_counter() - start)
             for method, out in results.items():
                 scores[method]["psnr"].append(metrics.psnr(out[None], hr[None], rgb=rgb, border=BORDER).item())
@@ -88,14 +89,16 @@ def main(argv=None) -> int:
     p.add_argument("folders", nargs="+", help="DOMAIN=FOLDER of HR images")
     p.add_argument("--model", default="default", help="model path, or 'default' (the shipped model), or 'none'")
     p.add_argument("--size", type=int, default=512, help="HR centre crop per image (pixels)")
+    p.add_argument("--tile", type=int, help="LR tile size (default: the model's)")
     p.add_argument("--json", help="also write the table to this JSON file (scripts/ship_default.py reads it)")
     args = p.parse_args(argv)
     upscaler = None if args.model == "none" else Upscaler(args.model, device="cpu")
     rows = []
     for item in args.folders:
         domain, _, folder = item.partition("=")
-        rows.append(evaluate(domain, Path(folder), upscaler, size=args.size))
-    print(f"\nx4, antialiased-bicubic LR, HR centre crops <= {args.size}px, model: {args.model}")
+        rows.append(evaluate(domain, Path(folder), upscaler, size=args.size, tile=args.tile))
+    tiling = "" if upscaler is None else " tile %d, overlap %d," % upscaler.tiling(tile=args.tile)
+    print(f"\nx4, antialiased-bicubic LR, HR centre crops <= {args.size}px,{tiling} model: {args.model}")
     print(f"| domain | images | method | PSNR (dB) | SSIM | vs bicubic |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -108,7 +111,7 @@ def main(argv=None) -> int:
         print(f"\nmodel time per image (median): {statistics.median(times):.2f} s")
     if args.json:
         summary = {"benchmark": f"benchmarks/bench_quality.py, x4 antialiased-bicubic LR, HR centre crops <= "
-                                f"{args.size} px", "model": args.model,
+                                f"{args.size} px", "model": args.model, "tiling": tiling.strip(" ,"),
                    "domains": {r["domain"]: {"images": r["images"], **r["scores"]} for r in rows}}
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0

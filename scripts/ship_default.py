@@ -36,6 +36,18 @@ def licences(manifest: Path, used: set[str]) -> dict[str, str]:
     return {k: "; ".join(sorted(v)) for k, v in sorted(found.items())}
 
 
+def stages(card: dict) -> list[dict]:
+    """The training stages behind a model, oldest first, following each card's ``init`` to the model it started from."""
+    chain = []
+    while card is not None:
+        t = card["training"]
+        chain.insert(0, {k: t.get(k) for k in ("init", "iterations", "wall_time_s", "lr", "ema", "batch", "crop")}
+                     | {"kappa": card["config"]["diffusion"]["params"]["kappa"]})
+        parent = Path(t["init"].split(" (")[0]).with_suffix(".json")
+        card = json.loads(parent.read_text()) if parent.is_file() else None
+    return chain
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", type=Path)
@@ -72,7 +84,10 @@ def main(argv=None) -> None:
         "metrics": quality,
     }
     domains = sorted({Path(d).name for d in training["data"]})
-    training |= {"data_licences": licences(args.data / "MANIFEST.tsv", set(domains)), "licence_note": LICENCE_NOTE,
+    history = stages(card)
+    training |= {"stages": history, "total_iterations": sum(h["iterations"] for h in history),
+                 "total_wall_time_s": round(sum(h["wall_time_s"] for h in history), 1),
+                 "data_licences": licences(args.data / "MANIFEST.tsv", set(domains)), "licence_note": LICENCE_NOTE,
                  "split": "training/recipes/split.py: ~15% of the files of each domain held out by hashed file group "
                           "(channels of one field of view together), never trained on; images under 128 px left out",
                  "recipe": "training/recipes/default.sh"}
