@@ -55,6 +55,7 @@ def main(argv=None) -> None:
     p.add_argument("--seconds", type=float, required=True, help="256x256 -> 1024x1024 median (bench_speed.py)")
     p.add_argument("--tile", type=int, required=True)
     p.add_argument("--overlap", type=int, required=True)
+    p.add_argument("--status", help="a caveat for the card, e.g. where the model falls short")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--out", type=Path, default=ROOT / "napari_resshift" / "weights" / "default.safetensors")
     args = p.parse_args(argv)
@@ -92,6 +93,8 @@ def main(argv=None) -> None:
                           "(channels of one field of view together), never trained on; images under 128 px left out",
                  "recipe": "training/recipes/default.sh"}
     card.pop("status", None)
+    if args.status:
+        card["status"] = args.status
     save_model(model, args.out, card, overwrite=True)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and {args.out.with_suffix('.json').name}")
 
