@@ -40,6 +40,7 @@ class ResShiftWidget(Container):
         self.python_model = None  # (model, card) handed over by ``use_model``
         self._upscalers: dict[tuple, Upscaler] = {}
         self._worker = None
+        self._helper: threading.Thread | None = None  # the compute thread; it may outlive a quit worker by a batch
         self._cancel = threading.Event()
         self._progress = None
         self.memory_limit = _big_layers.default_memory_limit()  # outputs larger than this go to a temporary zarr
@@ -146,11 +147,13 @@ class ResShiftWidget(Container):
     # run ---------------------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        return self._worker is not None or (self._helper is not None and self._helper.is_alive())
 
     def run(self, *_):
         """Start a run on the chosen layer; returns the worker (None if nothing was started)."""
         if self.running:
+            if self._worker is None:
+                show_info("the cancelled ResShift run is still finishing its batch; try again in a moment")
             return None
         try:
             layer = self.layer.value
@@ -199,7 +202,10 @@ class ResShiftWidget(Container):
         """Yields ("tile", done, total), ("scale", s), ("note", text); returns ("ok", layers), ("cancelled",)
         or ("error", one sentence)."""
         try:
-            layers = yield from _in_helper_thread(lambda report: self._compute(job, key, device, report), self._cancel)
+            layers = yield from _in_helper_thread(
+                lambda report: self._compute(job, key, device, report), self._cancel,
+                on_start=lambda thread: setattr(self, "_helper", thread),
+            )
             return ("ok", layers)
         except Cancelled:
             return ("cancelled",)
@@ -262,11 +268,12 @@ def _chosen_path(value) -> Path | None:
     return Path(value)
 
 
-def _in_helper_thread(compute, cancel: threading.Event):
+def _in_helper_thread(compute, cancel: threading.Event, on_start=None):
     """Run ``compute(report)`` in a helper thread and yield what it reports as it comes; return its result.
 
     The engine reports tiles through a callback, deep inside its loop; this turns those calls into the worker's
     yields (napari's progress and quit both hang off yields) and raises ``Cancelled`` in the engine once asked.
+    ``on_start(thread)`` receives the helper thread, which may finish its batch after a quit worker has ended.
     """
     events: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -281,7 +288,10 @@ def _in_helper_thread(compute, cancel: threading.Event):
         except BaseException as exc:  # noqa: BLE001 - handed to the worker thread, which decides
             events.put(("raised", exc))
 
-    threading.Thread(target=target, name="resshift-compute", daemon=True).start()
+    thread = threading.Thread(target=target, name="resshift-compute", daemon=True)
+    thread.start()
+    if on_start is not None:
+        on_start(thread)
     while True:
         kind, value = events.get()
         if kind == "event":

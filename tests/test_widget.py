@@ -130,9 +130,9 @@ def test_bright_pixel_lands_on_the_same_world_coordinate(qtbot, widget):
 
 @pytest.mark.parametrize("how", ["Cancel button", "napari activity panel"])
 def test_cancel_mid_run_leaves_no_layer(qtbot, widget, messages, how):
-    layer = widget.viewer.add_image(np.random.default_rng(1).random((24, 24), np.float32))
+    layer = widget.viewer.add_image(np.random.default_rng(1).random((80, 80), np.float32))
     widget.layer.value = layer
-    widget.tile.value = 16  # 4 tiles
+    widget.tile.value = 16  # 7 x 7 tiles, computed a tile row (7 tiles) per forward pass
     ticks = []
 
     def on_yield(event):
@@ -144,7 +144,7 @@ def test_cancel_mid_run_leaves_no_layer(qtbot, widget, messages, how):
     worker.yielded.connect(on_yield)
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     assert len(widget.viewer.layers) == 1
-    assert ticks and ticks[0][1] == 4 and len(ticks) <= 2  # stopped within one tile of the request
+    assert ticks and ticks[0][1] == 49 and len(ticks) <= 14  # stopped within one batch of the request
     assert any("cancelled" in m for _, m in messages)
     assert widget.run_button.enabled and not widget.cancel_button.enabled
 
