@@ -97,8 +97,8 @@ def main(argv=None) -> int:
     for item in args.folders:
         domain, _, folder = item.partition("=")
         rows.append(evaluate(domain, Path(folder), upscaler, size=args.size, tile=args.tile))
-    tiling = "" if upscaler is None else " tile %d, overlap %d," % upscaler.tiling(tile=args.tile)
-    print(f"\nx4, antialiased-bicubic LR, HR centre crops <= {args.size}px,{tiling} model: {args.model}")
+    tiling = "no model" if upscaler is None else "tile %d, overlap %d" % upscaler.tiling(tile=args.tile)
+    print(f"\nx4, antialiased-bicubic LR, HR centre crops <= {args.size}px, {tiling}, model: {args.model}")
     print(f"| domain | images | method | PSNR (dB) | SSIM | vs bicubic |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         print(f"\nmodel time per image (median): {statistics.median(times):.2f} s")
     if args.json:
         summary = {"benchmark": f"benchmarks/bench_quality.py, x4 antialiased-bicubic LR, HR centre crops <= "
-                                f"{args.size} px", "model": args.model, "tiling": tiling.strip(" ,"),
+                                f"{args.size} px", "model": args.model, "tiling": tiling,
                    "domains": {r["domain"]: {"images": r["images"], **r["scores"]} for r in rows}}
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
