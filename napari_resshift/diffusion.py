@@ -177,9 +177,13 @@ def training_loss(
     noise: torch.Tensor,
     *,
     weighted: bool = False,
+    source: torch.Tensor | None = None,
 ):
-    """x_0-prediction MSE at steps t; returns (loss, per-sample mse, prediction, x_t)."""
-    x_t = q_sample(sched, x0, y, t, noise)
+    """x_0-prediction MSE at steps t; returns (loss, per-sample mse, prediction, x_t).
+
+    x_t is built from ``source`` where given (e.g. the model's own earlier estimate of x_0), else from x_0.
+    """
+    x_t = q_sample(sched, x0 if source is None else source, y, t, noise)
     pred = denoise(scale_input(sched, x_t, t), t)
     mse = ((x0 - pred) ** 2).mean(dim=tuple(range(1, x0.dim())))
     weight = gather(sched.weight_loss_mse, t, mse) if weighted else 1.0

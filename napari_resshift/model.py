@@ -127,14 +127,28 @@ class ResShiftModel(nn.Module):
         out = self.decode(z_0)
         return out[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
 
-    def loss(self, hr: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, noise: torch.Tensor):
-        """The training objective for an (HR, LQ) batch; returns (loss, per-sample mse, prediction, x_t, x_0)."""
+    def loss(self, hr: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, *,
+             rollout: torch.Tensor | None = None, prior_noise: torch.Tensor | None = None):
+        """The training objective for an (HR, LQ) batch; returns (loss, per-sample mse, prediction, x_t, x_0).
+
+        Samples marked in ``rollout`` build x_t from the model's own (no-grad) x_0 prediction at the last step,
+        made from x_T = y_0 + kappa sqrt(eta_T) ``prior_noise``, instead of from the truth: the later steps then
+        learn to correct the first step's estimate, which is what they receive when sampling.
+        """
         with torch.no_grad():
             z_start = self.encode(hr)
             z_y = self.condition(lq)
+        denoise = self.denoiser(lq, z_y)
+        source = None
+        if rollout is not None and bool(rollout.any()):
+            last = torch.full_like(t, self.schedule.steps - 1)
+            x_last = diffusion.prior_sample(self.schedule, z_y, prior_noise)
+            with torch.no_grad():
+                guess = denoise(diffusion.scale_input(self.schedule, x_last, last), last)
+            source = torch.where(rollout.view(-1, *[1] * (z_start.dim() - 1)), guess, z_start)
         weighted = bool(self.config["diffusion"]["params"].get("weighted_mse", False))
         loss, mse, pred, z_t = diffusion.training_loss(
-            self.schedule, self.denoiser(lq, z_y), z_start, z_y, t, noise, weighted=weighted
+            self.schedule, denoise, z_start, z_y, t, noise, weighted=weighted, source=source
         )
         return loss, mse, pred, z_t, z_start
 

@@ -14,6 +14,7 @@ import tifffile
 import torch
 from PIL import Image
 
+from napari_resshift import diffusion
 from napari_resshift.engine import Upscaler
 from napari_resshift.loading import load_model, read_state_dict
 from napari_resshift.model import ResShiftModel
@@ -271,3 +272,33 @@ def test_a_residual_model_from_scratch_starts_at_bicubic(tmp_path):
         out = model.super_resolve(lq, generator=torch.Generator().manual_seed(0))
     bicubic = torch.nn.functional.interpolate(lq, scale_factor=4, mode="bicubic").clamp(-1, 1)
     assert model.residual and torch.allclose(out, bicubic, atol=1e-6)
+
+
+def test_rollout_builds_x_t_from_the_models_own_first_estimate(tmp_path):
+    """With --rollout, marked samples start from the x_0 the model predicts at the last step, others from the truth."""
+    opts = finetune.resolve_options(["--data", str(tmp_path), "--run", str(tmp_path / "r"), "--init", "scratch",
+                                     "--arch", "tiny", "--mode", "packed"])
+    model, _ = finetune.build_model(opts)
+    torch.nn.init.normal_(model.unet.out[-1].weight, std=0.1)  # a model that is not yet plain bicubic
+    g = torch.Generator().manual_seed(0)
+    hr, lq = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1, torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    t = torch.tensor([0, 1])
+    noise, prior = (torch.randn(model.latent_shape(lq), generator=g) for _ in range(2))
+    sched = model.schedule
+    with torch.no_grad():
+        z_y, z0 = model.condition(lq), model.encode(hr)
+        last = torch.full_like(t, sched.steps - 1)
+        guess = model.denoiser(lq)(diffusion.scale_input(sched, diffusion.prior_sample(sched, z_y, prior), last), last)
+        x_t = model.loss(hr, lq, t, noise, rollout=torch.tensor([True, False]), prior_noise=prior)[3]
+    assert torch.allclose(x_t[:1], diffusion.q_sample(sched, guess, z_y, t, noise)[:1], atol=1e-6)
+    assert torch.equal(x_t[1:], diffusion.q_sample(sched, z0, z_y, t, noise)[1:])
+    assert not torch.allclose(guess[:1], z0[:1], atol=1e-2)
+    with pytest.raises(SystemExit):
+        finetune.resolve_options(["--data", str(tmp_path), "--run", str(tmp_path / "r"), "--rollout", "1.5"])
+
+
+def test_rollout_training_runs_and_records_the_share(images, tmp_path):
+    outcome = finetune.train(["--data", str(images), "--run", str(tmp_path / "run"), "--init", "scratch",
+                              "--arch", "tiny", "--mode", "packed", "--rollout", "1", "--crop", "64", "--batch", "4",
+                              "--iterations", "2", "--val-fraction", "0", "--val-every", "0", "--no-tensorboard"])
+    assert load_model(outcome.path)[1]["training"]["rollout"] == 1.0

@@ -42,7 +42,7 @@ from .trainer import CHECKPOINT_NAME, Settings, Trainer
 DEFAULTS = {
     "stage": "denoiser", "data": None, "lr_data": None, "val_data": [], "val_fraction": 0.15, "run": None,
     "resume": None, "init": None, "arch": "small", "config": None, "mode": "latent", "autoencoder": None, "kappa": None,
-    "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256, "val_size": 256, "val_images": 8,
+    "rollout": 0.0, "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256, "val_size": 256, "val_images": 8,
     "device": "auto", "name": None, "export_official": None, "no_quantize": False, "commitment": 0.25,
     "tensorboard": True,
     **{f.name: f.default for f in fields(Settings)},
@@ -90,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--preset", help="official preset for an official .pth given to --init (default v3)")
     m.add_argument("--kappa", type=float, help="train (and export) with this noise scale instead of the model's: "
                    "lower is closer to the posterior mean (fidelity), higher gives more generated detail")
+    m.add_argument("--rollout", type=share, help="share (0-1) of the non-final steps whose x_t is built from the "
+                   "model's own first estimate instead of the truth, so later steps learn to correct it (default 0: "
+                   "the reference objective)")
     t = p.add_argument_group("optimisation")
     t.add_argument("--iterations", type=int, help=f"optimiser steps (default {d['iterations']})")
     t.add_argument("--batch", type=int, help=f"images per step (default {d['batch']})")
@@ -123,6 +126,14 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="model name in the card (default: the run folder's name)")
     r.add_argument("--export-official", help="also write unet.pth / autoencoder.pth / config.yaml to this folder")
     return p
+
+
+def share(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
 
 
 def resolve_options(argv) -> argparse.Namespace:
@@ -242,6 +253,7 @@ def export(trainer: Trainer, opts: argparse.Namespace, files: dict, origin: str)
             "crop": opts.crop,
             "lr": s.lr,
             "ema": s.ema,
+            "rollout": opts.rollout,
             "precision": trainer.precision,
             "seed": s.seed,
             "wall_time_s": round(trainer.elapsed, 1),
@@ -307,7 +319,7 @@ def train(argv=None) -> Outcome:
     val_items = data.validation_items(val_pairs, size=opts.val_size, scale=model.scale, degradation=opts.degradation,
                                       seed=opts.seed, count=opts.val_images) if val_pairs else []
     stage = (AutoencoderStage(model, quantize=False if opts.no_quantize else None, commitment=opts.commitment)
-             if opts.stage == "autoencoder" else DenoiserStage(model))
+             if opts.stage == "autoencoder" else DenoiserStage(model, rollout=opts.rollout))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
         options = {k: v for k, v in vars(opts).items() if k != "resume"}

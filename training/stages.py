@@ -80,10 +80,11 @@ class DenoiserStage(Stage):
     name = "denoiser"
     compiled_parts = ("unet",)
 
-    def __init__(self, model: ResShiftModel):
+    def __init__(self, model: ResShiftModel, *, rollout: float = 0.0):
         super().__init__(model, model.unet)
         model.requires_grad_(False)
         model.unet.requires_grad_(True)
+        self.rollout = rollout  # share of the non-final steps trained on the model's own first estimate
 
     def loss(self, batch: dict, device: torch.device) -> torch.Tensor:
         # t and noise are drawn on the CPU from the batch's seed, so a run is the same on any device.
@@ -91,7 +92,11 @@ class DenoiserStage(Stage):
         hr, lq = batch["hr"].to(device), batch["lq"].to(device)
         t = torch.randint(self.model.schedule.steps, (hr.shape[0],), generator=gen).to(device)
         noise = torch.randn(self.model.latent_shape(lq), generator=gen).to(device)
-        return self.model.loss(hr, lq, t, noise)[0]
+        if not self.rollout:
+            return self.model.loss(hr, lq, t, noise)[0]
+        prior = torch.randn(noise.shape, generator=gen).to(device)
+        rollout = (t < self.model.schedule.steps - 1) & (torch.rand(t.shape, generator=gen).to(device) < self.rollout)
+        return self.model.loss(hr, lq, t, noise, rollout=rollout, prior_noise=prior)[0]
 
     @torch.no_grad()
     def evaluate(self, items: list[ValItem], *, seed: int, device: torch.device):
