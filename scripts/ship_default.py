@@ -17,6 +17,7 @@ from pathlib import Path
 from napari_resshift.loading import load_project_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "napari_resshift" / "weights" / "default.safetensors"
 LICENCE_NOTE = (
     "natural/ photos are research benchmark images that belong to their authors (BSDS: non-commercial research and "
     "education; no licence stated for SunHays80); the weights are derived from them, the images are not shipped"
@@ -37,13 +38,18 @@ def licences(manifest: Path, used: set[str]) -> dict[str, str]:
 
 
 def stages(card: dict) -> list[dict]:
-    """The training stages behind a model, oldest first, following each card's ``init`` to the model it started from."""
+    """The training stages behind a model, oldest first, following each card's ``init`` to the model it started from;
+    a stage that started from the shipped default takes that model's recorded history."""
     chain = []
     while card is not None:
         t = card["training"]
-        chain.insert(0, {k: t.get(k) for k in ("init", "iterations", "wall_time_s", "lr", "ema", "batch", "crop")}
+        chain.insert(0, {k: t.get(k) for k in ("init", "iterations", "wall_time_s", "lr", "ema", "batch", "crop",
+                                               "rollout")}
                      | {"kappa": card["config"]["diffusion"]["params"]["kappa"]})
-        parent = Path(t["init"].split(" (")[0]).with_suffix(".json")
+        init = t["init"].split(" (")[0]
+        if init == "default":
+            return json.loads(SHIPPED.with_suffix(".json").read_text())["training"]["stages"] + chain
+        parent = Path(init).with_suffix(".json")
         card = json.loads(parent.read_text()) if parent.is_file() else None
     return chain
 
@@ -57,7 +63,7 @@ def main(argv=None) -> None:
     p.add_argument("--overlap", type=int, required=True)
     p.add_argument("--status", help="a caveat for the card, e.g. where the model falls short")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    p.add_argument("--out", type=Path, default=ROOT / "napari_resshift" / "weights" / "default.safetensors")
+    p.add_argument("--out", type=Path, default=SHIPPED)
     args = p.parse_args(argv)
     model, card = load_project_model(args.model)
     quality = json.loads(args.quality.read_text())
