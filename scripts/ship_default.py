@@ -48,7 +48,9 @@ def stages(card: dict) -> list[dict]:
                      | {"kappa": card["config"]["diffusion"]["params"]["kappa"]})
         init = t["init"].split(" (")[0]
         if init == "default":
-            return json.loads(SHIPPED.with_suffix(".json").read_text())["training"]["stages"] + chain
+            shipped = json.loads(SHIPPED.with_suffix(".json").read_text())["training"]["stages"]
+            # re-shipping the same model (new metrics): the shipped history already ends with this chain
+            return shipped if shipped[-len(chain):] == chain else shipped + chain
         parent = Path(init).with_suffix(".json")
         card = json.loads(parent.read_text()) if parent.is_file() else None
     return chain
