@@ -42,7 +42,8 @@ from .trainer import CHECKPOINT_NAME, Settings, Trainer
 DEFAULTS = {
     "stage": "denoiser", "data": None, "lr_data": None, "val_data": [], "val_fraction": 0.15, "run": None,
     "resume": None, "init": None, "arch": "small", "config": None, "mode": "latent", "autoencoder": None, "kappa": None,
-    "rollout": 0.0, "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256, "val_size": 256, "val_images": 8,
+    "rollout": 0.0, "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256, "val_size": 256,
+    "val_images": 8,
     "device": "auto", "name": None, "export_official": None, "no_quantize": False, "commitment": 0.25,
     "tensorboard": True,
     **{f.name: f.default for f in fields(Settings)},
