@@ -92,10 +92,11 @@ class DenoiserStage(Stage):
         hr, lq = batch["hr"].to(device), batch["lq"].to(device)
         t = torch.randint(self.model.schedule.steps, (hr.shape[0],), generator=gen).to(device)
         noise = torch.randn(self.model.latent_shape(lq), generator=gen).to(device)
-        if not self.rollout:
-            return self.model.loss(hr, lq, t, noise)[0]
-        prior = torch.randn(noise.shape, generator=gen).to(device)
-        rollout = (t < self.model.schedule.steps - 1) & (torch.rand(t.shape, generator=gen).to(device) < self.rollout)
+        rollout = prior = None
+        if self.rollout:  # drawn only then, so runs without it keep the reference random stream
+            prior = torch.randn(noise.shape, generator=gen).to(device)
+            chosen = torch.rand(t.shape, generator=gen).to(device) < self.rollout
+            rollout = (t < self.model.schedule.steps - 1) & chosen
         return self.model.loss(hr, lq, t, noise, rollout=rollout, prior_noise=prior)[0]
 
     @torch.no_grad()
