@@ -113,7 +113,7 @@ def q_sample(sched: Schedule, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor
 def prior_sample(sched: Schedule, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """x_T = y + kappa sqrt(eta_T) noise."""
     t = torch.full((y.shape[0],), sched.steps - 1, dtype=torch.long, device=y.device)
-    return y + gather(sched.noise_scale, t, y) * noise
+    return torch.addcmul(y, gather(sched.noise_scale, t, y), noise)
 
 
 def scale_input(sched: Schedule, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -122,17 +122,17 @@ def scale_input(sched: Schedule, x_t: torch.Tensor, t: torch.Tensor) -> torch.Te
 
 
 def p_mean_variance(sched: Schedule, x_t: torch.Tensor, t: torch.Tensor, pred_x0: torch.Tensor):
-    """Posterior q(x_{t-1} | x_t, x_0 = pred_x0): mean, variance and clipped log-variance, broadcast to x_t."""
-    mean = gather(sched.posterior_mean_coef1, t, x_t) * x_t + gather(sched.posterior_mean_coef2, t, x_t) * pred_x0
-    variance = gather(sched.posterior_variance, t, x_t).expand_as(x_t)
-    log_variance = gather(sched.posterior_log_variance_clipped, t, x_t).expand_as(x_t)
-    return mean, variance, log_variance
+    """Posterior q(x_{t-1} | x_t, x_0 = pred_x0): mean, and variance and clipped log-variance per sample
+    (shape [B, 1, ...], broadcastable to x_t)."""
+    mean = torch.addcmul(gather(sched.posterior_mean_coef1, t, x_t) * x_t, gather(sched.posterior_mean_coef2, t, x_t),
+                         pred_x0)
+    return mean, gather(sched.posterior_variance, t, x_t), gather(sched.posterior_log_variance_clipped, t, x_t)
 
 
 def p_sample(mean: torch.Tensor, log_variance: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """One reverse step: the posterior mean plus noise, except at t = 0."""
     nonzero = (t != 0).to(mean.dtype).reshape(-1, *([1] * (mean.dim() - 1)))
-    return mean + nonzero * torch.exp(0.5 * log_variance) * noise
+    return torch.addcmul(mean, nonzero * torch.exp(0.5 * log_variance), noise)
 
 
 def generator_noise(shape, *, generator: torch.Generator | None = None, device=None, dtype=torch.float32) -> NoiseSource:
@@ -162,7 +162,7 @@ def sample(
         t = torch.full((y.shape[0],), step, dtype=torch.long, device=y.device)
         pred_x0 = denoise(scale_input(sched, x, t), t)
         mean, _, log_variance = p_mean_variance(sched, x, t, pred_x0)
-        x = p_sample(mean, log_variance, t, noise(i + 1))
+        x = mean if step == 0 else p_sample(mean, log_variance, t, noise(i + 1))  # no draw for the noiseless last step
         if callback is not None:
             callback({"i": i, "t": step, "x": x, "pred_x0": pred_x0, "mean": mean})
     return x

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import diffusion, normalization
+from . import allocator, diffusion, normalization
 from .errors import ResShiftError
 from .loading import load_model
 from .model import ResShiftModel
@@ -68,6 +68,8 @@ class Upscaler:
             model, card = load_model(model, autoencoder=autoencoder)
         self.card = card or {}
         self.device = pick_device(device)
+        if self.device.type == "cpu":
+            allocator.keep_freed_memory()
         if precision not in PRECISIONS:
             raise ResShiftError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         if precision == "fp16" and self.device.type == "cpu":
@@ -114,24 +116,28 @@ class Upscaler:
         """LR batch [B, 3, h, w] in [-1, 1] -> HR batch on the CPU, float32."""
         lr = lr.to(self.device, torch.float32).contiguous(memory_format=self.memory_format)
         with self.autocast():
-            out = self.model.super_resolve(lr, noise=lambda k: noise(k).to(self.device), callback=callback)
+            out = self.model.super_resolve(
+                lr, noise=lambda k: noise(k).to(self.device).contiguous(memory_format=self.memory_format),
+                callback=callback)
         return out.float().cpu()
 
-    def tile_noise(self, tile: Tile, *, seed: int, plane: int) -> diffusion.NoiseSource:
-        """Noise for a tile, keyed by absolute latent position so it does not depend on the tiling."""
+    def tile_noise(self, tile: Tile, *, seed: int, plane: int) -> Callable[[int], torch.Tensor]:
+        """Noise [C, h, w] for a tile, keyed by absolute latent position so it does not depend on the tiling."""
         f = self.model.latent_factor
         m = self.model.pad_multiple
         h, w = math.ceil(tile.h / m) * m, math.ceil(tile.w / m) * m
         c = self.model.latent_channels
         return lambda k: positional_noise(
             seed=seed, plane=plane, draw=k, channels=c, y0=tile.y0 * f, x0=tile.x0 * f, h=h * f, w=w * f
-        )[None]
+        )
 
     def upscale_tiles(self, patches: torch.Tensor, tiles: list[Tile], *, seed: int, plane: int) -> torch.Tensor:
         """Same-shaped tiles [B, 3, h, w] at LR positions ``tiles`` -> HR [B, 3, sh, sw] in one batch, each with
         its position-keyed noise."""
         noises = [self.tile_noise(t, seed=seed, plane=plane) for t in tiles]
-        return self.super_resolve(patches, noise=lambda k: torch.cat([n(k) for n in noises]))
+        # Stacked pixel-major, the batch comes channels-last without a copy (torch.cat would make it contiguous).
+        return self.super_resolve(
+            patches, noise=lambda k: torch.stack([n(k).permute(1, 2, 0) for n in noises]).permute(0, 3, 1, 2))
 
     def upscale_plane(
         self,

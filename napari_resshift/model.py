@@ -5,8 +5,11 @@ The configuration is kept in the official layout (``model`` / ``autoencoder`` / 
 from __future__ import annotations
 
 import copy
+import functools
+import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,6 +23,36 @@ from .nets.unet import UNetModelSwin
 def bicubic_up(image: torch.Tensor, scale: int) -> torch.Tensor:
     """PyTorch bicubic x``scale`` (a = -0.75, align_corners False, no antialias, no clamp), as the reference."""
     return F.interpolate(image, scale_factor=scale, mode="bicubic")
+
+
+def bicubic_up_packed(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """``pixel_unshuffle(bicubic_up(image, scale), scale)`` computed at the input size, in float32: each of the
+    scale x scale output phases is a fixed separable filter of the edge-padded input (bicubic clamps its reads)."""
+    kernels = _bicubic_phase_kernels(scale).to(image.device)
+    with torch.autocast(image.device.type, enabled=False):
+        padded = F.pad(image.float(), (2, 2, 2, 2), mode="replicate")
+        return F.conv2d(padded, kernels.repeat(image.shape[1], 1, 1, 1), groups=image.shape[1])
+
+
+@functools.cache
+def _bicubic_phase_kernels(scale: int) -> torch.Tensor:
+    """[scale², 1, 5, 5]: output pixel (scale p + r) samples the input at p + (r + 1/2) / scale - 1/2 with the
+    cubic-convolution weights of taps floor - 1 .. floor + 2, all within p - 2 .. p + 2."""
+    a = -0.75
+
+    def cubic(d: float) -> float:
+        d = abs(d)
+        if d <= 1:
+            return ((a + 2) * d - (a + 3)) * d * d + 1
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a if d < 2 else 0.0
+
+    taps = np.zeros((scale, 5))
+    for r in range(scale):
+        src = (r + 0.5) / scale - 0.5
+        first = math.floor(src) - 1
+        for j in range(4):
+            taps[r, first + j + 2] = cubic(src - first - j)
+    return torch.from_numpy(np.einsum("ay,bx->abyx", taps, taps).reshape(scale * scale, 1, 5, 5)).float()
 
 
 class ResShiftModel(nn.Module):
@@ -85,6 +118,8 @@ class ResShiftModel(nn.Module):
 
     def condition(self, lq: torch.Tensor) -> torch.Tensor:
         """y_0 in latent space: encode(bicubic_up(lq))."""
+        if self.autoencoder is None and self.pack == self.scale:
+            return bicubic_up_packed(lq, self.scale)
         return self.encode(bicubic_up(lq, self.scale))
 
     def denoiser(self, lq: torch.Tensor, z_y: torch.Tensor | None = None) -> diffusion.Denoiser:

@@ -96,7 +96,8 @@ def positional_noise(
     """Standard normal noise [channels, h, w] that is a pure function of (seed, plane, draw, channel, y, x).
 
     The latent plane is cut into fixed NOISE_BLOCK-square blocks, each drawn from its own generator seeded by a hash
-    of (seed, plane, draw, block row, block column); a window takes the blocks it overlaps and crops them.
+    of (seed, plane, draw, block row, block column); a window takes the blocks it overlaps and crops them. Values
+    are drawn pixel by pixel (channels innermost), so the result comes channels-last, the CPU engine's layout.
     """
     b = NOISE_BLOCK
     by0, bx0 = y0 // b, x0 // b
@@ -106,10 +107,10 @@ def positional_noise(
         row = []
         for bx in range(bx0, -(-(x0 + w) // b)):
             gen.manual_seed(_key(seed, plane, draw, by, bx))
-            row.append(torch.randn(channels, b, b, generator=gen))
-        rows.append(torch.cat(row, 2))
+            row.append(torch.randn(b, b, channels, generator=gen))
+        rows.append(torch.cat(row, 1))
     dy, dx = y0 - by0 * b, x0 - bx0 * b
-    return torch.cat(rows, 1)[:, dy:dy + h, dx:dx + w].contiguous()
+    return torch.cat(rows, 0)[dy:dy + h, dx:dx + w].contiguous().permute(2, 0, 1)
 
 
 TileRunner = Callable[[torch.Tensor, list[Tile]], torch.Tensor]

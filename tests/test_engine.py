@@ -1,13 +1,16 @@
 """The upscaling engine: dtypes and layouts, determinism, tiling invariance, normalisation, devices, errors."""
+import platform
+import resource
+
 import numpy as np
 import pytest
 import torch
 
-from napari_resshift import normalization
+from napari_resshift import allocator, diffusion, normalization
 from napari_resshift.engine import Upscaler, pick_device
 from napari_resshift.errors import ResShiftError
 from napari_resshift.model import ResShiftModel
-from napari_resshift.registry import architecture
+from napari_resshift.registry import architecture, diffusion_params
 from napari_resshift.tiling import Tile, blend_weight, plan_tiles, positional_noise, tile_starts
 
 
@@ -168,3 +171,31 @@ def test_tile_layout_and_weights():
     assert torch.corrcoef(blocks.permute(1, 0, 2).reshape(16, -1)).triu(1).abs().max() < 0.1
     for other in ({"seed": 3, "plane": 1, "draw": 3}, {"seed": 2, "plane": 0, "draw": 3}, {"seed": 2, "plane": 1, "draw": 2}):
         assert not torch.equal(positional_noise(**other, channels=3, y0=0, x0=0, h=128, w=128), big)
+
+
+def test_noise_is_channels_last_and_the_noiseless_last_step_draws_none():
+    noise = positional_noise(seed=0, plane=0, draw=0, channels=48, y0=3, x0=0, h=40, w=24)[None]
+    assert noise.is_contiguous(memory_format=torch.channels_last)  # the CPU engine's layout: no mixed-layout maths
+    sched = diffusion.Schedule.from_config(diffusion_params(steps=4, min_noise_level=0.2, kappa=0.5))
+    y = torch.rand(1, 3, 8, 8)
+    asked = []
+    draws = [torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(k)) for k in range(5)]
+    out = diffusion.sample(lambda x, t: y * 0.9, y, sched, noise=lambda k: asked.append(k) or draws[k])
+    assert asked == [0, 1, 2, 3]
+    draws[4] = torch.full_like(y, float("nan"))  # a final draw would be multiplied by zero, never used
+    assert torch.equal(diffusion.sample(lambda x, t: y * 0.9, y, sched, noise=lambda k: draws[k]), out)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
+def test_freed_tensor_memory_is_reused_without_page_faults():
+    def denoiser_pass():  # six 20 MB activations alive together, then freed (glibc's defaults trim them away)
+        activations = [torch.ones(5 << 20) for _ in range(6)]
+        del activations
+
+    assert allocator.keep_freed_memory()
+    denoiser_pass()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        denoiser_pass()
+    fresh_pages = 3 * 6 * (20 << 20) // resource.getpagesize()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < fresh_pages // 4  # glibc defaults: ~all

@@ -9,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from napari_resshift.model import bicubic_up_packed
 from napari_resshift.nets.autoencoder import VectorQuantizer, VQModelTorch
-from napari_resshift.nets.unet import UNetModelSwin, shifted_window_mask, timestep_embedding
+from napari_resshift.nets.unet import UNetModelSwin, Upsample, shifted_window_mask, timestep_embedding
 
 TOL = 1e-4  # README section 2: UNet forward, autoencoder encode / decode
 
@@ -110,6 +111,7 @@ def test_parity_bicubic_and_lq_encoding(kit, vq):
     g = kit.npz("autoencoder")
     y_up = F.interpolate(_t(g["y"]), scale_factor=4, mode="bicubic")
     assert _err(y_up, g["y_up"]) <= 1e-6
+    assert _err(bicubic_up_packed(_t(g["y"]), 4), F.pixel_unshuffle(_t(g["y_up"]), 4)) <= 1e-6
     with torch.no_grad():
         assert _err(vq.encode(y_up), g["z_y"]) <= TOL
 
@@ -214,6 +216,30 @@ def test_tiny_channels_last_matches(tiny):
     assert (out - ref).abs().max() <= 1e-5
     assert (z - zref).abs().max() <= 1e-5
     assert (dec - dref).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_packed_bicubic_equals_bicubic_then_pixel_unshuffle(scale):
+    for shape in [(1, 3, 1, 1), (2, 3, 5, 7), (1, 1, 33, 20)]:
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        ref = F.pixel_unshuffle(F.interpolate(x, scale_factor=scale, mode="bicubic"), scale)
+        assert _err(bicubic_up_packed(x, scale), ref) <= 1e-5
+
+
+def test_channels_last_upsample_is_the_same_maths_forward_and_backward():
+    torch.manual_seed(0)
+    up = Upsample(8)
+    x = torch.randn(2, 8, 7, 5, requires_grad=True)
+    grads = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        up.zero_grad()
+        xi = x.detach().contiguous(memory_format=memory_format).requires_grad_()
+        out = up(xi)
+        out.square().sum().backward()
+        grads.append((out.detach(), up.conv.weight.grad.clone(), up.conv.bias.grad.clone(), xi.grad))
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.shape == (2, 8, 14, 10)
+    for ref, cl in zip(grads[0], grads[1]):
+        assert (cl - ref).abs().max() <= 1e-5 * ref.abs().max()
 
 
 def test_tiny_backward_reaches_all_parameters(tiny):

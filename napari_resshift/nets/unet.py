@@ -100,9 +100,10 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.reshape(3, B * gw, gh * nh, n, d).unbind(0)
         bias = self.bias()[None]
         mask = bias + row_mask[:, None] if row_mask is not None else bias.expand(gh, -1, -1, -1)
-        # A stride-0 expanded mask keeps the fused CPU kernel fast (implicit broadcasting is ~2x slower).
-        mask = mask.reshape(gh * nh, n, n).to(q.dtype).expand(B * gw, -1, -1, -1)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        # Plain matmul-softmax-matmul: for 64-token windows and 16-wide heads it is ~1.5x faster on the CPU than
+        # the fused kernel (which needs the mask expanded to every batch entry).
+        scores = torch.matmul(q * d**-0.5, k.transpose(-1, -2)) + mask.reshape(gh * nh, n, n).to(q.dtype)
+        o = torch.matmul(scores.softmax(-1), v)
         o = self.proj(o.reshape(B * gw, gh, nh, n, d).transpose(2, 3).reshape(B * gw, gh, n, C))
         return o.reshape(B, gw, gh, w, w, C).permute(0, 5, 2, 3, 1, 4).reshape(B, C, H, W)
 
@@ -210,15 +211,37 @@ class Downsample(nn.Module):
         return self.op(x)
 
 
+def _fold_taps(w: torch.Tensor, dim: int) -> torch.Tensor:
+    """3 kernel taps along ``dim`` -> [2 output phases, ..., 2 taps]: after a nearest x2 upsampling, the output rows
+    of parity 0 see input rows (p-1, p, p) and those of parity 1 see (p, p, p+1)."""
+    t0, t1, t2 = w.unbind(dim)
+    return torch.stack([torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)])
+
+
 class Upsample(nn.Module):
-    """Nearest-neighbour x2 followed by a 3x3 convolution."""
+    """Nearest-neighbour x2 followed by a 3x3 convolution.
+
+    On channels-last inputs (the CPU engine's) it runs as the same maths at the input size: one 2x2 convolution
+    with a kernel per output phase, interleaved; 4/9 of the multiply-adds and no upsampled copy (~1.6x faster).
+    """
 
     def __init__(self, ch: int):
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
     def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+            return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        n, _, h, w = x.shape
+        kernels = _fold_taps(_fold_taps(self.conv.weight, 2), 4)  # [b, a, out, in, 2, 2]
+        kernels = kernels.transpose(0, 1).flatten(0, 2).contiguous(memory_format=torch.channels_last)
+        out = F.conv2d(x, kernels, self.conv.bias.repeat(4), padding=1)  # phase (a, b) sits at rows a.., cols b..
+        phases = out.permute(0, 2, 3, 1).unflatten(3, (2, 2, -1))  # [n, h + 1, w + 1, a, b, out], a view
+        y = out.new_empty(n, h, 2, w, 2, phases.shape[-1])
+        for a in (0, 1):
+            for b in (0, 1):
+                y[:, :, a, :, b] = phases[:, a:a + h, b:b + w, a, b]
+        return y.flatten(3, 4).flatten(1, 2).permute(0, 3, 1, 2)
 
 
 class EmbedSequential(nn.Sequential):
