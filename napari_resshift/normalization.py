@@ -78,6 +78,17 @@ def _sample(x, channel_axis: int | None, limit: int = 4_000_000) -> np.ndarray:
     return np.asarray(x[tuple(slice(None, None, step) if a in strided else slice(None) for a in range(x.ndim))])
 
 
+def fourth_is_alpha(x, channel_axis: int) -> bool:
+    """Whether the 4th of 4 channels is transparency, i.e. at least 90% of it fully clear or fully opaque.
+
+    Otherwise it is a band of its own, such as the near infrared of RGBN aerial imagery, whatever the file's tags say.
+    """
+    if x.shape[channel_axis] != 4:
+        return False
+    fourth = np.take(_sample(x, channel_axis), 3, axis=channel_axis)
+    return float(np.isin(fourth, (0, dtype_range(x.dtype)[1])).mean()) >= 0.9
+
+
 def fit(
     x,
     *,

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipelines.upscale_zarr",
         description="Upscale the Y and X axes of a large image out of core with ResShift, into an OME-Zarr pyramid. "
         "Single-channel planes (every c, z, t) go through the model alone, replicated to RGB, the output being the "
-        "mean of the three; a YXC image with 3-4 channels (or --rgb) goes through as RGB(A).",
+        "mean of the three; a YXC image with 3 channels, or 4 whose 4th is transparency, (or --rgb) goes through as "
+        "RGB(A); a 4th band that is not transparency (e.g. near infrared) makes every channel go alone.",
     )
     p.add_argument("input", nargs="?", help="zarr array, OME-Zarr image (0.4/0.5), TIFF/OME-TIFF, PNG or JPEG")
     p.add_argument("-o", "--output", help="output OME-Zarr (default: INPUT_x4.ome.zarr next to the input)")
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", type=int, default=3, help="pyramid levels, each 2x smaller (default 3)")
     p.add_argument("--axes", help="axis letters from 'tczyx' when the input has no metadata, e.g. zyx or yxc")
     p.add_argument("--rgb", action=argparse.BooleanOptionalAction, default=None,
-                   help="treat the c axis as RGB(A) samples (default: yes for YXC inputs with 3-4 channels)")
+                   help="treat the c axis as RGB(A) samples (default: yes for YXC inputs with 3 channels, or 4 whose 4th "
+                        "is mostly fully clear or opaque)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run, computing only unfinished tiles")
     p.add_argument("--threads", type=int, default=1, help="threads of dask's local scheduler (default 1)")

@@ -146,6 +146,10 @@ def test_pictures_rgb_and_gray(model_path, tmp_path, suffix, mode):
 
     channels = {"RGBA": 4, "RGB": 3, "L": 1}[mode]
     data = image((15, 17, channels), "uint8")[..., : channels] if channels > 1 else image((15, 17), "uint8")
+    if channels == 4:  # a real alpha: opaque but for a clear corner and its soft edge
+        data[..., 3] = 255
+        data[:4, :5, 3] = 0
+        data[4, :6, 3] = 128
     src = tmp_path / f"in{suffix}"
     Image.fromarray(data, mode).save(src)
     out, attrs = upscale(model_path, src, tmp_path / "out.zarr")
@@ -158,6 +162,24 @@ def test_pictures_rgb_and_gray(model_path, tmp_path, suffix, mode):
         np.testing.assert_array_equal(out, np.moveaxis(ref, -1, 0))
     else:
         assert out.shape == (60, 68)
+
+
+def test_pyramidal_rgb_nir_tiff_goes_band_by_band(model_path, tmp_path):
+    """A NAIP-like GeoTIFF: an overview level, and a near-infrared 4th sample tagged as alpha by its writer."""
+    data = image((20, 18, 4), "uint8")
+    pyramid, flat = tmp_path / "pyramid.tif", tmp_path / "flat.tif"
+    with tifffile.TiffWriter(pyramid) as tif:
+        tif.write(data, photometric="rgb", extrasamples=["unassalpha"], tile=(16, 16))
+        tif.write(data[::2, ::2], photometric="rgb", extrasamples=["unassalpha"], subfiletype=1, tile=(16, 16))
+    tifffile.imwrite(flat, data, photometric="rgb", extrasamples=["unassalpha"])
+    out, attrs = upscale(model_path, pyramid, tmp_path / "pyramid.zarr")
+    assert out.shape == (4, 80, 72) and not attrs["resshift"]["params"]["rgb"]  # the full-resolution level
+    np.testing.assert_array_equal(out, upscale(model_path, flat, tmp_path / "flat.zarr")[0])
+    forced, attrs = upscale(model_path, flat, tmp_path / "forced.zarr", "--rgb")
+    assert attrs["resshift"]["params"]["rgb"]
+    bicubic = torch.nn.functional.interpolate(torch.from_numpy(data[None, None, :, :, 3]).float(), scale_factor=4,
+                                              mode="bicubic").clamp(0, 255).round()[0, 0].numpy()
+    assert np.abs(forced[3] - bicubic).mean() < 1 < np.abs(out[3] - bicubic).mean()  # a band, not interpolated
 
 
 def test_example_then_default_output_and_refusals(model_path, tmp_path, capsys, monkeypatch):

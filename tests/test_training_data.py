@@ -48,6 +48,21 @@ def test_reads_rgb_png_16bit_png_multichannel_stack_and_zarr(tmp_path):
     assert crop.shape == (1, 32, 32) and crop.dtype == np.float32 and crop.min() >= -1 and crop.max() <= 1
 
 
+def test_a_fourth_sample_is_alpha_only_when_it_looks_like_transparency(tmp_path):
+    """RGB + near infrared (tagged as alpha, as NAIP files are) gives four channels; a real alpha is dropped."""
+    bands = np.stack([pattern(phase=p) for p in range(4)], -1)
+    tifffile.imwrite(tmp_path / "rgbn.tif", bands, photometric="rgb", extrasamples=["unassalpha"])
+    rgba = bands.copy()
+    rgba[..., 3] = 255
+    rgba[:20, :30, 3] = 0
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    assert data.open_source(tmp_path / "rgbn.tif").groups == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert data.open_source(tmp_path / "rgba.tif").groups == [(0, 3)]
+    assert normalization.fourth_is_alpha(rgba.astype(np.float32) / 255, 2)
+    assert not normalization.fourth_is_alpha(bands.astype(np.float32) / 255, 2)
+    assert not normalization.fourth_is_alpha(rgba[..., :3], 2)  # three channels have no alpha
+
+
 def test_ome_zarr_axes_are_read_from_metadata(tmp_path):
     import zarr
 
