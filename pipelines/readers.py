@@ -106,8 +106,11 @@ def _check(image: InputImage, path: Path, *, axes: str | None, rgb: bool | None)
         )
     bad = sorted(set(image.axes) - set(AXES))
     if bad or len(set(image.axes)) != len(image.axes) or not {"y", "x"} <= set(image.axes):
+        unnamed = bad == ["?"] and image.axes.count("?") == 1 and {"y", "x"} <= set(image.axes)
+        hint = " or ".join(image.axes.replace("?", a) for a in "tzc" if a not in image.axes) if unnamed else ""
         raise ResShiftError(
             f"{path}: axes {image.axes!r} are not understood; pass --axes with one letter per axis from {AXES!r}"
+            + (f", here {hint} (shape {shape})" if hint else "")
         )
     if rgb is None and image.rgb and shape[image.axes.index("c")] == 4:
         image.rgb = fourth_is_alpha(image.array, image.axes.index("c"))  # else RGB + a band: each channel alone

@@ -215,6 +215,8 @@ def _bad_inputs(tmp_path: Path, model_path: str) -> dict:
     (broken / "zarr.json").write_text("{not json")
     text = tmp_path / "notes.tif"
     text.write_text("not a tiff")
+    pages = tmp_path / "pages.tif"
+    tifffile.imwrite(pages, np.zeros((5, 10, 10), np.uint8), metadata=None)  # axes IYX: a sequence of what?
     unfinished = tmp_path / "unfinished.zarr"
     ome.mark_running(zarr.open_group(str(unfinished), mode="w"), {})
     return {
@@ -222,6 +224,7 @@ def _bad_inputs(tmp_path: Path, model_path: str) -> dict:
         "empty": ([str(empty)], "empty"),
         "unknown axes": ([str(cube)], "--axes"),
         "axes flag": ([str(cube), "--axes", "qyx"], "not understood"),
+        "unnamed tiff axis": ([str(pages)], "here tyx or zyx or cyx"),
         "missing": ([str(tmp_path / "nope.zarr")], "no such file"),
         "unreadable": ([str(broken)], "cannot be read"),
         "not a tiff": ([str(text)], "cannot be read"),
