@@ -78,14 +78,17 @@ def _sample(x, channel_axis: int | None, limit: int = 4_000_000) -> np.ndarray:
     return np.asarray(x[tuple(slice(None, None, step) if a in strided else slice(None) for a in range(x.ndim))])
 
 
-def fourth_is_alpha(x, channel_axis: int, *, grid: int = 4, patch: int = 64) -> bool:
-    """Whether the 4th of 4 channels is transparency, i.e. at least 90% of it fully clear or fully opaque.
+def is_rgba(x, channel_axis: int, *, grid: int = 4, patch: int = 64) -> bool:
+    """Whether a channel axis holds RGB(A) samples: 3 channels, or 4 whose 4th is transparency.
 
-    Otherwise it is a band of its own, such as the near infrared of RGBN aerial imagery, whatever the file's tags say.
-    Judged on ``grid`` x ``grid`` patches of the middle plane, so a huge compressed mosaic decodes a few chunks only.
+    A 4th channel is transparency when at least 90% of it is fully clear or fully opaque; otherwise it is a band of
+    its own, such as the near infrared of RGBN aerial imagery, whatever the file's tags say. It is judged on
+    ``grid`` x ``grid`` patches of the middle plane, so that a huge mosaic decodes a few chunks only.
     """
-    if x.shape[channel_axis] != 4:
+    if x.shape[channel_axis] not in (3, 4):
         return False
+    if x.shape[channel_axis] == 3:
+        return True
     rows, cols = [a for a in range(x.ndim) if a != channel_axis][-2:]
     index = [n // 2 for n in x.shape]
     index[channel_axis] = 3

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_resshift.errors import ResShiftError
-from napari_resshift.normalization import check_dtype, fourth_is_alpha
+from napari_resshift.normalization import check_dtype, is_rgba
 from napari_resshift.outofcore import AXES
 
 from . import ome
@@ -112,8 +112,8 @@ def _check(image: InputImage, path: Path, *, axes: str | None, rgb: bool | None)
             f"{path}: axes {image.axes!r} are not understood; pass --axes with one letter per axis from {AXES!r}"
             + (f", here {hint} (shape {shape})" if hint else "")
         )
-    if rgb is None and image.rgb and shape[image.axes.index("c")] == 4:
-        image.rgb = fourth_is_alpha(image.array, image.axes.index("c"))  # else RGB + a band: each channel alone
+    if rgb is None and image.rgb:  # RGB + a band, e.g. near infrared: each channel alone
+        image.rgb = is_rgba(image.array, image.axes.index("c"))
     if rgb is not None:
         if rgb and ("c" not in image.axes or shape[image.axes.index("c")] not in (3, 4)):
             raise ResShiftError(f"{path}: --rgb needs a c axis of 3 or 4 channels (axes {image.axes!r}, shape {shape})")

@@ -58,9 +58,9 @@ def test_a_fourth_sample_is_alpha_only_when_it_looks_like_transparency(tmp_path)
     tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
     assert data.open_source(tmp_path / "rgbn.tif").groups == [(0, 1), (1, 2), (2, 3), (3, 4)]
     assert data.open_source(tmp_path / "rgba.tif").groups == [(0, 3)]
-    assert normalization.fourth_is_alpha(rgba.astype(np.float32) / 255, 2)
-    assert not normalization.fourth_is_alpha(bands.astype(np.float32) / 255, 2)
-    assert not normalization.fourth_is_alpha(rgba[..., :3], 2)  # three channels have no alpha
+    assert normalization.is_rgba(rgba.astype(np.float32) / 255, 2) and normalization.is_rgba(rgba[..., :3], 2)
+    assert not normalization.is_rgba(bands.astype(np.float32) / 255, 2)
+    assert not normalization.is_rgba(np.moveaxis(bands, -1, 0), 0) and normalization.is_rgba(np.moveaxis(rgba, -1, 0), 0)
 
 
 def test_ome_zarr_axes_are_read_from_metadata(tmp_path):

@@ -141,9 +141,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, list[tuple[int, int]]]:
         axes = axes.replace("S", "Q")
     # Interleaved 3 samples per pixel, or 4 whose 4th is transparency, is RGB(A) whatever the tags say; as in the
     # pipeline, a 4th band such as near infrared makes every channel an image of its own.
-    rgb = "S" in axes and array.shape[axes.index("S")] in (3, 4)
-    if rgb and array.shape[axes.index("S")] == 4:
-        rgb = normalization.fourth_is_alpha(array, axes.index("S"))
+    rgb = "S" in axes and normalization.is_rgba(array, axes.index("S"))
     axes = axes.replace("S", "C")
     channels = array.shape[axes.index("C")] if "C" in axes else 1
     return array, axes, [(0, 3)] if rgb else [(c, c + 1) for c in range(channels)]
@@ -156,7 +154,7 @@ def _read_zarr(path: Path) -> tuple[Any, str, list[tuple[int, int]]]:
     if isinstance(node, zarr.Array):
         array = node
         if array.ndim == 3 and array.shape[-1] in (3, 4):
-            rgb = array.dtype == np.uint8 and (array.shape[-1] == 3 or normalization.fourth_is_alpha(array, 2))
+            rgb = array.dtype == np.uint8 and normalization.is_rgba(array, 2)
             return array, "YXC", [(0, 3)] if rgb else [(c, c + 1) for c in range(array.shape[-1])]
         axes = "Q" * (array.ndim - 2) + "YX"
     else:
