@@ -1,7 +1,7 @@
 """x4 quality per domain: bicubic, Lanczos and a ResShift model on held-out HR images, PSNR / SSIM table.
 
-LR = antialiased bicubic 1/4 of the HR; RGB is scored on Y with a 4-pixel border cropped, every other channel alone on
-the normalised intensities. Usage:
+LR = antialiased bicubic 1/4 of the HR (or, with --degradation, another training degradation seeded per image); RGB is
+scored on Y with a 4-pixel border cropped, every other channel alone on the normalised intensities. Usage:
   python benchmarks/bench_quality.py natural=runs/split/val/natural microscopy=runs/split/val/microscopy [--model M]
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ from napari_resshift.engine import Upscaler
 from napari_resshift.errors import ResShiftError
 from training import metrics
 from training.data import check_source, find_images, open_source
+from training.degradations import DEGRADATIONS
 
 SCALE = 4
 BORDER = 4
@@ -58,17 +59,19 @@ def super_resolve(upscaler: Upscaler, lr: torch.Tensor, rgb: bool, tile: int | N
     return torch.stack(out) * 0.5 + 0.5
 
 
-def evaluate(domain: str, folder: Path, upscaler: Upscaler | None, *, size: int, tile: int | None = None) -> dict:
+def evaluate(domain: str, folder: Path, upscaler: Upscaler | None, *, size: int, tile: int | None = None,
+             degradation: str = "bicubic") -> dict:
     scores = {m: {"psnr": [], "ssim": []} for m in ("bicubic", "lanczos", "resshift")}
     seconds = []
-    for path in find_images(folder):
+    for i, path in enumerate(find_images(folder)):
         try:
             items = list(crops(path, size=size))
         except ResShiftError as exc:
             print(f"  skipped: {exc}", file=sys.stderr)
             continue
+        generator = torch.Generator().manual_seed(i)  # the same LR for every model
         for name, hr, rgb in items:
-            lr = F.interpolate(hr[None], scale_factor=1 / SCALE, mode="bicubic", antialias=True)[0].clamp(0, 1)
+            lr = DEGRADATIONS[degradation](hr, SCALE, generator).clamp(0, 1)
             results = {
                 "bicubic": F.interpolate(lr[None], scale_factor=SCALE, mode="bicubic")[0].clamp(0, 1),
                 "lanczos": lanczos(lr),
@@ -90,15 +93,19 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="default", help="model path, or 'default' (the shipped model), or 'none'")
     p.add_argument("--size", type=int, default=512, help="HR centre crop per image (pixels)")
     p.add_argument("--tile", type=int, help="LR tile size (default: the model's)")
+    p.add_argument("--degradation", default="bicubic", choices=tuple(DEGRADATIONS),
+                   help="how LR is made from HR (default bicubic: clean, antialiased; the others seeded per image)")
     p.add_argument("--json", help="also write the table to this JSON file (scripts/ship_default.py reads it)")
     args = p.parse_args(argv)
     upscaler = None if args.model == "none" else Upscaler(args.model, device="cpu")
     rows = []
     for item in args.folders:
         domain, _, folder = item.partition("=")
-        rows.append(evaluate(domain, Path(folder), upscaler, size=args.size, tile=args.tile))
+        rows.append(evaluate(domain, Path(folder), upscaler, size=args.size, tile=args.tile,
+                             degradation=args.degradation))
     tiling = "no model" if upscaler is None else "tile %d, overlap %d" % upscaler.tiling(tile=args.tile)
-    print(f"\nx4, antialiased-bicubic LR, HR centre crops <= {args.size}px, {tiling}, model: {args.model}")
+    lr_kind = "antialiased-bicubic LR" if args.degradation == "bicubic" else f"{args.degradation}-degraded LR"
+    print(f"\nx4, {lr_kind}, HR centre crops <= {args.size}px, {tiling}, model: {args.model}")
     print(f"| domain | images | method | PSNR (dB) | SSIM | vs bicubic |")
     print("|---|---|---|---|---|---|")
     for row in rows:
@@ -110,7 +117,7 @@ def main(argv=None) -> int:
     if times:
         print(f"\nmodel time per image (median): {statistics.median(times):.2f} s")
     if args.json:
-        summary = {"benchmark": f"benchmarks/bench_quality.py, x4 antialiased-bicubic LR, HR centre crops <= "
+        summary = {"benchmark": f"benchmarks/bench_quality.py, x4 {lr_kind}, HR centre crops <= "
                                 f"{args.size} px", "model": args.model, "tiling": tiling,
                    "domains": {r["domain"]: {"images": r["images"], **r["scores"]} for r in rows}}
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
