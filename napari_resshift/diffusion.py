@@ -122,8 +122,10 @@ def scale_input(sched: Schedule, x_t: torch.Tensor, t: torch.Tensor) -> torch.Te
 
 
 def p_mean_variance(sched: Schedule, x_t: torch.Tensor, t: torch.Tensor, pred_x0: torch.Tensor):
-    """Posterior q(x_{t-1} | x_t, x_0 = pred_x0): mean, and variance and clipped log-variance per sample
-    (shape [B, 1, ...], broadcastable to x_t)."""
+    """Posterior q(x_{t-1} | x_t, x_0 = pred_x0): mean, variance and clipped log-variance.
+
+    The mean has x_t's shape; the two variances are per sample, [B, 1, ...], broadcastable to x_t.
+    """
     mean = torch.addcmul(gather(sched.posterior_mean_coef1, t, x_t) * x_t, gather(sched.posterior_mean_coef2, t, x_t),
                          pred_x0)
     return mean, gather(sched.posterior_variance, t, x_t), gather(sched.posterior_log_variance_clipped, t, x_t)
