@@ -1,8 +1,10 @@
 """x4 quality per domain: bicubic, Lanczos and a ResShift model on held-out HR images, PSNR / SSIM table.
 
-LR = antialiased bicubic 1/4 of the HR (or, with --degradation, another training degradation seeded per image); RGB is
-scored on Y with a 4-pixel border cropped, every other channel alone on the normalised intensities. Usage:
-  python benchmarks/bench_quality.py natural=runs/split/val/natural microscopy=runs/split/val/microscopy [--model M]
+LR = antialiased bicubic 1/4 of the HR, or (--lr) each domain's blind real-world mixture or another training
+degradation, seeded per image; RGB is scored on Y with a 4-pixel border cropped, every other channel alone on the
+normalised intensities. Usage:
+  python benchmarks/bench_quality.py natural=runs/split/val/natural microscopy=runs/split/val/microscopy \
+      satellite=runs/split/val/satellite --models clean default --lr bicubic blind
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from napari_resshift.engine import Upscaler
 from napari_resshift.errors import ResShiftError
 from training import metrics
 from training.data import check_source, find_images, open_source
-from training.degradations import DEGRADATIONS
+from training.degradations import DEGRADATIONS, DOMAIN_DEGRADATIONS
 
 SCALE = 4
 BORDER = 4
@@ -59,27 +61,39 @@ def super_resolve(upscaler: Upscaler, lr: torch.Tensor, rgb: bool, tile: int | N
     return torch.stack(out) * 0.5 + 0.5
 
 
-def evaluate(domain: str, folder: Path, upscaler: Upscaler | None, *, size: int, tile: int | None = None,
-             degradation: str = "bicubic") -> dict:
-    scores = {m: {"psnr": [], "ssim": []} for m in ("bicubic", "lanczos", "resshift")}
-    seconds = []
+def make_lr(hr: torch.Tensor, *, domain: str, lr_kind: str, generator: torch.Generator) -> torch.Tensor:
+    """LR of an HR crop: ``blind`` is the domain's blind mixture, ``own`` the domain's degradation alone, any other
+    name a training degradation (``bicubic``: clean, antialiased)."""
+    name = {"blind": f"blind-{domain}", "own": DOMAIN_DEGRADATIONS.get(domain)}.get(lr_kind, lr_kind)
+    if name not in DEGRADATIONS:
+        raise ResShiftError(f"--lr {lr_kind}: no such degradation for domain {domain!r}; name the domains "
+                            f"{', '.join(DOMAIN_DEGRADATIONS)} or give a degradation ({', '.join(DEGRADATIONS)})")
+    return DEGRADATIONS[name](hr, SCALE, generator).clamp(0, 1)
+
+
+def evaluate(domain: str, folder: Path, upscalers: dict[str, Upscaler], *, size: int, tile: int | None = None,
+             lr_kind: str = "bicubic") -> dict:
+    """Mean PSNR / SSIM of bicubic, Lanczos and every model on one domain's images, all on the same LR."""
+    methods = ("bicubic", "lanczos", *upscalers)
+    scores = {m: {"psnr": [], "ssim": []} for m in methods}
+    seconds = {m: [] for m in upscalers}
     for i, path in enumerate(find_images(folder)):
         try:
             items = list(crops(path, size=size))
         except ResShiftError as exc:
             print(f"  skipped: {exc}", file=sys.stderr)
             continue
-        generator = torch.Generator().manual_seed(i)  # the same LR for every model
+        generator = torch.Generator().manual_seed(i)  # seeded per image: the same LR for every method
         for name, hr, rgb in items:
-            lr = DEGRADATIONS[degradation](hr, SCALE, generator).clamp(0, 1)
+            lr = make_lr(hr, domain=domain, lr_kind=lr_kind, generator=generator)
             results = {
                 "bicubic": F.interpolate(lr[None], scale_factor=SCALE, mode="bicubic")[0].clamp(0, 1),
                 "lanczos": lanczos(lr),
             }
-            if upscaler is not None:
+            for method, upscaler in upscalers.items():
                 start = time.perf_counter()
-                results["resshift"] = super_resolve(upscaler, lr, rgb, tile).clamp(0, 1)
-                seconds.append(time.perf_counter() - start)
+                results[method] = super_resolve(upscaler, lr, rgb, tile).clamp(0, 1)
+                seconds[method].append(time.perf_counter() - start)
             for method, out in results.items():
                 scores[method]["psnr"].append(metrics.psnr(out[None], hr[None], rgb=rgb, border=BORDER).item())
                 scores[method]["ssim"].append(metrics.ssim(out[None], hr[None], rgb=rgb, border=BORDER).item())
@@ -87,39 +101,47 @@ def evaluate(domain: str, folder: Path, upscaler: Upscaler | None, *, size: int,
     return {"domain": domain, "images": len(scores["bicubic"]["psnr"]), "scores": table, "seconds": seconds}
 
 
+LR_KINDS = {"bicubic": "clean antialiased-bicubic LR", "blind": "LR made by each domain's blind mixture",
+            "own": "LR made by each domain's degradation alone"}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folders", nargs="+", help="DOMAIN=FOLDER of HR images")
-    p.add_argument("--model", default="default", help="model path, or 'default' (the shipped model), or 'none'")
+    p.add_argument("folders", nargs="+", help="DOMAIN=FOLDER of HR images (domains: natural, microscopy, satellite)")
+    p.add_argument("--models", nargs="*", default=["default"],
+                   help="shipped model names or model paths (default: default); none for the baselines alone")
+    p.add_argument("--lr", nargs="+", default=["bicubic"], metavar="KIND",
+                   help="how LR is made from HR, one table each: bicubic (clean), blind (the domain's blind mixture), "
+                        f"own (the domain's degradation alone) or a degradation name ({', '.join(DEGRADATIONS)}); "
+                        "seeded per image")
     p.add_argument("--size", type=int, default=512, help="HR centre crop per image (pixels)")
-    p.add_argument("--tile", type=int, help="LR tile size (default: the model's)")
-    p.add_argument("--degradation", default="bicubic", choices=tuple(DEGRADATIONS),
-                   help="how LR is made from HR (default bicubic: clean, antialiased; the others seeded per image)")
-    p.add_argument("--json", help="also write the table to this JSON file (scripts/ship_default.py reads it)")
+    p.add_argument("--tile", type=int, help="LR tile size (default: each model's)")
+    p.add_argument("--json", help="also write the tables to this JSON file (scripts/ship_model.py reads it)")
     args = p.parse_args(argv)
-    upscaler = None if args.model == "none" else Upscaler(args.model, device="cpu")
-    rows = []
-    for item in args.folders:
-        domain, _, folder = item.partition("=")
-        rows.append(evaluate(domain, Path(folder), upscaler, size=args.size, tile=args.tile,
-                             degradation=args.degradation))
-    tiling = "no model" if upscaler is None else "tile %d, overlap %d" % upscaler.tiling(tile=args.tile)
-    lr_kind = "antialiased-bicubic LR" if args.degradation == "bicubic" else f"{args.degradation}-degraded LR"
-    print(f"\nx4, {lr_kind}, HR centre crops <= {args.size}px, {tiling}, model: {args.model}")
-    print(f"| domain | images | method | PSNR (dB) | SSIM | vs bicubic |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        base = row["scores"]["bicubic"]["psnr"]
-        for method, s in row["scores"].items():
-            print(f"| {row['domain']} | {row['images']} | {method} | {s['psnr']:.2f} | {s['ssim']:.4f} | "
-                  f"{s['psnr'] - base:+.2f} |")
-    times = [t for row in rows for t in row["seconds"]]
-    if times:
-        print(f"\nmodel time per image (median): {statistics.median(times):.2f} s")
+    upscalers = {name: Upscaler(name, device="cpu") for name in args.models}
+    summary = {"benchmark": f"benchmarks/bench_quality.py, x4, HR centre crops <= {args.size} px",
+               "tiling": {n: "tile %d, overlap %d" % u.tiling(tile=args.tile) for n, u in upscalers.items()},
+               "tables": {}}
+    for lr_kind in args.lr:
+        rows = []
+        for item in args.folders:
+            domain, _, folder = item.partition("=")
+            rows.append(evaluate(domain, Path(folder), upscalers, size=args.size, tile=args.tile, lr_kind=lr_kind))
+        print(f"\nx4, {LR_KINDS.get(lr_kind, lr_kind + '-degraded LR')}, HR centre crops <= {args.size} px, "
+              f"{'; '.join(f'{n}: {t}' for n, t in summary['tiling'].items()) or 'no model'}")
+        print("| domain | images | method | PSNR (dB) | SSIM | vs bicubic |")
+        print("|---|---|---|---|---|---|")
+        for row in rows:
+            base = row["scores"]["bicubic"]["psnr"]
+            for method, sc in row["scores"].items():
+                print(f"| {row['domain']} | {row['images']} | {method} | {sc['psnr']:.2f} | {sc['ssim']:.4f} | "
+                      f"{sc['psnr'] - base:+.2f} |")
+        for method in upscalers:
+            times = [t for row in rows for t in row["seconds"][method]]
+            if times:
+                print(f"{method}: model time per image (median) {statistics.median(times):.2f} s")
+        summary["tables"][lr_kind] = {r["domain"]: {"images": r["images"], **r["scores"]} for r in rows}
     if args.json:
-        summary = {"benchmark": f"benchmarks/bench_quality.py, x4 {lr_kind}, HR centre crops <= "
-                                f"{args.size} px", "model": args.model, "tiling": tiling,
-                   "domains": {r["domain"]: {"images": r["images"], **r["scores"]} for r in rows}}
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 

@@ -1,6 +1,6 @@
 """Training speed of the denoiser stage: iterations/s for fp32 vs bf16 autocast, eager vs torch.compile.
 
-Usage: python benchmarks/bench_train.py [--arch small] [--batch 4] [--crop 256] [--iterations 5] [--device auto]
+Usage: python benchmarks/bench_train.py [--arch small] [--mode latent] [--batch 4] [--crop 256] [--iterations 5]
 Generated images only; the first --warmup steps of each variant (compilation included) are not timed.
 """
 from __future__ import annotations
@@ -56,6 +56,7 @@ def measure(config: dict, sampler, *, precision: str, compiled: bool, device, it
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="small")
+    p.add_argument("--mode", default="latent", help="latent, pixel or packed (conv architectures: packed)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=256, help="HR crop side")
     p.add_argument("--iterations", type=int, default=5)
@@ -64,8 +65,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="fp32,bf16,fp32+compile,bf16+compile")
     args = p.parse_args(argv)
     device = pick_device(args.device)
-    config = architecture(args.arch)
-    print(f"arch {args.arch}, batch {args.batch} x {args.crop}px HR crops, device {device}, "
+    config = architecture(args.arch, mode=args.mode)
+    print(f"arch {args.arch} ({args.mode}), batch {args.batch} x {args.crop}px HR crops, device {device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         sampler = synthetic_sampler(Path(tmp), crop=args.crop, micro_batch=args.batch)
@@ -75,7 +76,9 @@ def main(argv=None) -> int:
             rate, setup = measure(config, sampler, precision=precision, compiled=flag == "compile", device=device,
                                   iterations=args.iterations, warmup=args.warmup)
             baseline = baseline or rate
-            print(f"{variant:14s} {rate:7.3f} it/s  {rate * args.batch:7.2f} images/s  x{rate / baseline:4.2f}  "
+            lr_pixels = rate * args.batch * (args.crop // 4) ** 2 / 1000
+            print(f"{variant:14s} {rate:7.3f} it/s  {rate * args.batch:7.2f} images/s  {lr_pixels:6.1f}k LR px/s  "
+                  f"x{rate / baseline:4.2f}  "
                   f"(warmup {setup:.1f} s)", flush=True)
     return 0
 

@@ -19,7 +19,7 @@ from . import _big_layers, _layers, _run
 from .engine import Cancelled, Upscaler, pick_device
 from .errors import ResShiftError
 from .loading import load_model
-from .registry import PRESETS
+from .registry import PRESETS, SHIPPED
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ MODEL_FILE_FILTER = "Models (*.safetensors *.pth *.pt *.ckpt)"
 
 def model_choices() -> list[tuple[str, str]]:
     official = [(f"official {name}: {p.description}", name) for name, p in PRESETS.items() if p.config]
-    return [("shipped default", "default"), *official, ("model file…", "file")]
+    shipped = [(f"{name}: {PRESETS[name].description.removesuffix(' (shipped)')}", name) for name in SHIPPED]
+    return [*shipped, *official, ("model file…", "file")]
 
 
 class ResShiftWidget(Container):
@@ -120,8 +121,8 @@ class ResShiftWidget(Container):
         choice = self.model.value
         if choice == "python":
             return ("python", id(self.python_model[0]))
-        if choice == "default":
-            return ("default",)
+        if choice in SHIPPED:
+            return (choice,)
         path = _chosen_path(self.model_file.value)
         if path is None:
             what = "a model file" if choice == "file" else f"the official {PRESETS[choice].files['unet']}"
@@ -134,8 +135,8 @@ class ResShiftWidget(Container):
             return self._upscalers[key, device]
         if key[0] == "python":
             model, card = self.python_model
-        elif key[0] == "default":
-            model, card = load_model(None)
+        elif key[0] in SHIPPED:
+            model, card = load_model(key[0])
         elif key[0] == "file":
             model, card = load_model(key[1])
         else:

@@ -105,11 +105,10 @@ class Upscaler:
         return tile, overlap
 
     def default_overlap(self, tile: int) -> int:
-        """Halo in LR pixels: the model card's, else one coarsest-level attention window; at most a quarter of the
-        tile."""
-        params = self.model.config["model"]["params"]
-        window = params["window_size"] * 2 ** (len(params["channel_mult"]) - 1) // max(1, self.model.latent_factor)
-        return max(4, min(int(self.card.get("overlap") or window), tile // 4))
+        """Halo in LR pixels: the model card's, else the denoiser's (a UNet's coarsest attention window, a conv
+        net's receptive field); at most a quarter of the tile."""
+        halo = self.model.unet.halo // max(1, self.model.latent_factor)
+        return max(4, min(int(self.card.get("overlap") or halo), tile // 4))
 
     @torch.inference_mode()
     def super_resolve(self, lr: torch.Tensor, *, noise: diffusion.NoiseSource, callback=None) -> torch.Tensor:

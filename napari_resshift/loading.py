@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import ResShiftError
 from .model import ResShiftModel
-from .registry import PRESETS
+from .registry import PRESETS, SHIPPED
 
 CARD_FORMAT = "napari-resshift-model"
 DERIVED_BUFFERS = ("attn_mask", "relative_position_index")  # constants the network rebuilds itself
@@ -150,17 +150,19 @@ def load_official(unet_path, autoencoder_path=None, *, config: dict | str = "v3"
 
 
 def load_model(spec=None, *, autoencoder=None, preset: str = "v3") -> tuple[ResShiftModel, dict]:
-    """The one entry point: ``None``/'default', a preset name, a model file, or a directory.
+    """The one entry point: ``None`` (the default), a shipped or official preset name, a model file, or a directory.
 
     Accepted: a project ``.safetensors`` (card inside), an official ``.pth`` denoiser (+ ``autoencoder``,
     configured by ``preset``), or a directory holding ``model.safetensors`` or ``config.yaml|json`` with the
     official ``unet.pth`` / ``autoencoder.pth`` pair. Returns the model in eval mode and its card.
     """
-    if spec is None or spec == "default":
-        path = PRESETS["default"].packaged_path()
-        if path is None or not Path(str(path)).is_file():
-            raise ResShiftError("the default model is not installed with this package; pass a model path")
-        return load_project_model(Path(str(path)))
+    if spec is None or spec in SHIPPED:
+        name = spec or "default"
+        path = Path(str(PRESETS[name].packaged_path()))
+        if not path.is_file():
+            raise ResShiftError(f"the {name} model is not installed with this package; reinstall it or pass a model "
+                                "path")
+        return load_project_model(path)
     if isinstance(spec, str) and spec in PRESETS:
         files = PRESETS[spec].files
         raise ResShiftError(

@@ -17,7 +17,11 @@ from torch import nn
 from . import diffusion
 from .errors import ResShiftError
 from .nets.autoencoder import VQModelTorch
+from .nets.convnet import ConvDenoiser
 from .nets.unet import UNetModelSwin
+
+# Denoisers by the last part of the configuration's ``model.target`` (the official layout names a class path there).
+DENOISERS = {"UNetModelSwin": UNetModelSwin, "ConvDenoiser": ConvDenoiser}
 
 
 def bicubic_up(image: torch.Tensor, scale: int) -> torch.Tensor:
@@ -62,7 +66,10 @@ class ResShiftModel(nn.Module):
         super().__init__()
         self.config = copy.deepcopy(config)
         unet_params = dict(self.config["model"]["params"])
-        self.unet = UNetModelSwin(**unet_params)
+        target = str(self.config["model"].get("target", "UNetModelSwin")).rsplit(".", 1)[-1]
+        if target not in DENOISERS:
+            raise ValueError(f"unknown denoiser {target!r}; known: {', '.join(DENOISERS)}")
+        self.unet = DENOISERS[target](**unet_params)  # the official name of the denoiser slot
         ae = self.config.get("autoencoder")
         self.autoencoder = VQModelTorch(**_ae_kwargs(ae["params"])) if ae else None
         params = self.config["diffusion"]["params"]
@@ -75,7 +82,8 @@ class ResShiftModel(nn.Module):
         # A residual denoiser outputs x_0 - y_0 and y_0 is added back: still an x_0 prediction, learnt much faster.
         self.residual = bool(self.config["model"].get("residual", False))
         # The LR image must pad to what the denoiser's lq_size is in LR pixels.
-        self.pad_multiple = max(1, int(unet_params.get("lq_size", unet_params["image_size"])) // self.latent_factor)
+        lq_size = int(unet_params.get("lq_size", unet_params.get("image_size", 1)))  # a conv net has none
+        self.pad_multiple = max(1, lq_size // self.latent_factor)
         if self.autoencoder is not None:
             self.autoencoder.requires_grad_(False)
 
@@ -124,11 +132,11 @@ class ResShiftModel(nn.Module):
 
     def denoiser(self, lq: torch.Tensor, z_y: torch.Tensor | None = None) -> diffusion.Denoiser:
         """The x_0-predicting network with the LQ conditioning bound (upsampled to the latent size if needed)."""
-        cond = lq if self.latent_factor == 1 else bicubic_up(lq, self.latent_factor)
+        cond = self.unet.condition(lq if self.latent_factor == 1 else bicubic_up(lq, self.latent_factor))
         if not self.residual:
-            return lambda x, t: self.unet(x, t, lq=cond)
+            return lambda x, t: self.unet(x, t, cond)
         z_y = self.condition(lq) if z_y is None else z_y
-        return lambda x, t: z_y + self.unet(x, t, lq=cond)
+        return lambda x, t: z_y + self.unet(x, t, cond)
 
     def pad(self, lq: torch.Tensor) -> torch.Tensor:
         """Reflect-pad bottom/right to the model's multiple (the reference inference offset)."""

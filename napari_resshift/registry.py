@@ -92,13 +92,16 @@ class Preset:
     packaged: str | None = None
 
     def packaged_path(self):
+        """Where the package holds this preset's model file (None for official presets, which users supply)."""
         return resources.files("napari_resshift") / "weights" / self.packaged if self.packaged else None
 
 
 PRESETS = {
     p.name: p
     for p in [
-        Preset("default", "small x4 model trained for this package (CPU-friendly)", packaged="default.safetensors"),
+        Preset("default", "x4 for real images: removes noise, blur and JPEG artefacts (shipped)",
+               packaged="default.safetensors"),
+        Preset("clean", "x4 for clean, bicubic-like images (shipped)", packaged="clean.safetensors"),
         Preset(
             "v1",
             "official ResShift RealSR x4, 15 steps",
@@ -144,8 +147,10 @@ def architecture(name: str, *, mode: str = "latent") -> dict:
         "small": (32, [1, 2, 2], [1, 1, 1], 32, 8, 32, 16, 32, [1, 1, 1], 0, False, 1.0),
         "fast": (32, [1, 2, 2], [0, 1, 1], 32, 8, 32, 16, 32, [1, 1, 1], 0, False, 0.5),
     }
+    if name in CONV_SIZES:
+        return conv_architecture(name, mode=mode)
     if name not in sizes:
-        raise KeyError(f"unknown architecture {name!r}; choose one of {', '.join(sizes)}")
+        raise KeyError(f"unknown architecture {name!r}; choose one of {', '.join([*sizes, *CONV_SIZES])}")
     if mode not in MODES:
         raise KeyError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     mc, mult, nrb, ed, window, lq, latent_ch, ae_ch, ae_mult, ae_nrb, quantize, kappa = sizes[name]
@@ -174,3 +179,26 @@ def architecture(name: str, *, mode: str = "latent") -> dict:
         ae["ddconfig"] |= {"ch": ae_ch, "ch_mult": ae_mult, "num_res_blocks": ae_nrb, "z_channels": latent_ch}
         config["autoencoder"] = {"params": ae, "quantize": quantize}
     return config
+
+
+# ConvDenoiser sizes (packed mode only): channels, LR-encoder blocks (run once), refiner blocks (run every step), kappa.
+CONV_SIZES = {
+    "conv-tiny": (16, 1, 1, 0.1),
+    "conv": (64, 8, 3, 0.1),
+}
+
+
+def conv_architecture(name: str, *, mode: str = "packed") -> dict:
+    """Configuration of a packed-mode ConvDenoiser model: residual, 4 steps, no autoencoder."""
+    if mode != "packed":
+        raise KeyError(f"architecture {name!r} runs in packed mode only; use --mode packed")
+    channels, encoder_blocks, step_blocks, kappa = CONV_SIZES[name]
+    net = {"in_channels": 3 * PACK**2, "out_channels": 3 * PACK**2, "lq_channels": 3, "channels": channels,
+           "encoder_blocks": encoder_blocks, "step_blocks": step_blocks, "steps": 4}
+    return {
+        "model": {"target": "ConvDenoiser", "params": net, "space_to_depth": PACK, "residual": True},
+        "diffusion": {"params": diffusion_params(steps=4, min_noise_level=0.2, kappa=kappa)},
+    }
+
+
+SHIPPED = tuple(name for name, p in PRESETS.items() if p.packaged)  # the presets the package ships, default first

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", nargs="?", help="zarr array, OME-Zarr image (0.4/0.5), TIFF/OME-TIFF, PNG or JPEG")
     p.add_argument("-o", "--output", help="output OME-Zarr (default: INPUT_x4.ome.zarr next to the input)")
-    p.add_argument("--model", default="default", help="'default' or a model file/folder (default: default)")
+    p.add_argument("--model", default="default", help="a shipped model (default: real images with noise, blur or "
+                   "JPEG; clean: clean, bicubic-like images) or a model file/folder (default: default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--tile", type=int, help="tile side in input pixels (default: the size the model was trained on)")
@@ -78,7 +79,7 @@ def run(args) -> int:
     image = readers.open_input(args.input, axes=args.axes, rgb=args.rgb)
     output = Path(args.output) if args.output else default_output(Path(args.input))
     check_output_path(Path(args.input), output, overwrite=args.overwrite, resume=args.resume)
-    upscaler = load_upscaler(args)
+    upscaler = cached_upscaler(args.model, device=args.device, precision=args.precision)
     tile, overlap = upscaler.tiling(tile=args.tile, overlap=args.overlap)
     layout = Layout(
         image.axes, tuple(image.array.shape), upscaler.scale, tile, overlap, rgb=image.rgb,
@@ -146,16 +147,6 @@ def check_output_path(source: Path, output: Path, *, overwrite: bool, resume: bo
         raise ResShiftError(f"{output}: the output would contain the input; choose another path")
     if output.exists() and not (overwrite or resume):
         raise ResShiftError(f"{output}: already exists; add --overwrite to replace it or --resume to finish it")
-
-
-def load_upscaler(args):
-    try:
-        return cached_upscaler(args.model, device=args.device, precision=args.precision)
-    except ResShiftError as exc:
-        if args.model == "default":
-            message = "the default model is not installed yet; pass --model PATH to a .safetensors file"
-            raise ResShiftError(message) from None
-        raise exc
 
 
 def run_params(args, image, layout: Layout, upscaler, fmt) -> dict:

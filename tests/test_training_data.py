@@ -1,4 +1,6 @@
 """Training data, degradations and metrics on generated images: readers, crops, pairs, bad-data errors."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -142,6 +144,56 @@ def test_jpeg_round_trip_loses_more_at_low_quality():
     x = torch.from_numpy(np.stack([pattern(64, 64, phase=p) for p in range(3)]).astype(np.float32) / 255)
     err = {q: float((degradations.jpeg(x, q) - x).abs().mean()) for q in (95, 10)}
     assert err[95] < 0.02 < err[10]
+
+
+def test_blur_kernels_of_the_real_esrgan_family_are_normalised_and_symmetric():
+    for seed in range(40):
+        k = degradations.random_kernel(torch.Generator().manual_seed(seed), sigma=(0.2, 3.0), sinc_p=0.3)
+        assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1 and 7 <= k.shape[0] <= 21
+        assert abs(float(k.sum()) - 1) < 1e-5 and torch.allclose(k, torch.rot90(k, 2), atol=1e-6)
+
+
+def test_sinc_filter_is_a_low_pass_with_its_cutoff():
+    k = degradations.sinc_kernel(21, np.pi / 3).double()
+    response = torch.fft.fft2(k, s=(64, 64)).abs()
+    freqs = torch.fft.fftfreq(64) * 2 * np.pi  # radians per pixel
+    radius = torch.sqrt(freqs[:, None] ** 2 + freqs[None, :] ** 2)
+    assert abs(float(response[0, 0]) - 1) < 1e-6
+    assert float(response[radius < np.pi / 6].min()) > 0.85  # pass band
+    assert float(response[radius > np.pi / 2].max()) < 0.15  # stop band
+
+
+def test_blind_mixture_is_the_domains_degradation_or_clean_bicubic():
+    hr = torch.from_numpy(np.stack([pattern(64, 64, phase=p) for p in range(3)]).astype(np.float32) / 255)
+    clean = degradations.bicubic(hr, 4)
+    for domain, own in degradations.DOMAIN_DEGRADATIONS.items():
+        runs = [degradations.DEGRADATIONS[f"blind-{domain}"](hr, 4, torch.Generator().manual_seed(s))
+                for s in range(120)]
+        share = np.mean([torch.equal(r, clean) for r in runs])
+        assert abs(share - degradations.CLEAN_SHARE) < 0.1, (domain, share)
+        assert own in degradations.DEGRADATIONS
+
+
+def test_a_data_path_can_name_its_own_degradation(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.fromarray(pattern(64, 64, phase=i)).save(tmp_path / name / f"{i}.png")
+    opts = finetune.resolve_options(["--data", f"blind-microscopy={tmp_path / 'a'}", str(tmp_path / "b"), "--run",
+                                     str(tmp_path / "r"), "--val-fraction", "0"])
+    files = finetune.split_data(opts)
+    assert sorted(files["degradations"]) == sorted(str(p) for p in (tmp_path / "a").iterdir())
+    assert set(files["degradations"].values()) == {"blind-microscopy"}
+    pairs = data.load_pairs([Path(f) for f in files["train"]], crop=32, scale=4, norm="auto",
+                            degradations=files["degradations"])
+    own = [p for p in pairs if p.degradation]
+    sampler = data.CropSampler(own, crop=32, scale=4, micro_batch=8, degradation="bicubic", seed=0)
+    batch = sampler[0]
+    clean = torch.stack([data.degrade(h, name="bicubic", scale=4, generator=None) for h in batch["hr"]])
+    assert not torch.allclose(batch["lq"], clean, atol=1e-3)  # the path's mixture, not the run's bicubic
+    opts.data = [f"blurry={tmp_path / 'a'}"]
+    with pytest.raises(ResShiftError, match="unknown degradation 'blurry'"):
+        finetune.split_data(opts)
 
 
 # -- metrics -------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from napari_resshift import _run, _widget  # noqa: E402
 from napari_resshift.engine import Upscaler  # noqa: E402
 from napari_resshift.loading import make_card, save_model  # noqa: E402
 from napari_resshift.model import ResShiftModel  # noqa: E402
-from napari_resshift.registry import architecture  # noqa: E402
+from napari_resshift.registry import SHIPPED, architecture  # noqa: E402
 
 TIMEOUT_MS = 60_000
 
@@ -29,6 +29,9 @@ def tiny_path(tmp_path_factory):
 
 class Bicubic(torch.nn.Module):
     """A denoiser that predicts the bicubic upscale it is conditioned on: the result is a bicubic ×4."""
+
+    def condition(self, lq):
+        return lq
 
     def forward(self, x, t, lq=None):
         return lq
@@ -108,6 +111,18 @@ def test_gray_result_shape_geometry_metadata(qtbot, widget):
     assert meta["time_s"] > 0 and meta["input"] == "cells"
     np.testing.assert_array_equal(layer.data, data)  # the input is never modified
     assert widget.scale_label.value == "×4"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_are_choices_and_run(qtbot, widget, name):
+    assert name in [value for _, value in _widget.model_choices()]
+    widget.model.value = name
+    assert not widget.model_file.visible  # shipped: nothing to choose
+    layer = widget.viewer.add_image(np.random.default_rng(0).integers(0, 255, (12, 16), dtype=np.uint8))
+    widget.layer.value = layer
+    run(qtbot, widget)
+    out = widget.viewer.layers[-1]
+    assert out.data.shape == (48, 64) and out.metadata["resshift"]["model"] == name
 
 
 def test_bright_pixel_lands_on_the_same_world_coordinate(qtbot, widget):

@@ -75,10 +75,12 @@ class Source:
 
 @dataclass
 class Pair:
-    """An HR source and, for real paired data, its LR source (None: LR is made by a degradation)."""
+    """An HR source and, for real paired data, its LR source (None: LR is made by a degradation: the pair's own
+    if it names one, else the run's)."""
 
     hr: Source
     lr: Source | None = None
+    degradation: str | None = None
 
 
 @dataclass
@@ -229,8 +231,11 @@ def _match_lr(hr_path: Path, lr_files: dict[str, Path], lr_root: Path) -> Path:
     return lr_files[hr_path.stem]
 
 
-def load_pairs(paths: list[Path], *, crop: int, scale: int, norm: str, lr_root: Path | None = None) -> list[Pair]:
-    pairs = []
+def load_pairs(paths: list[Path], *, crop: int, scale: int, norm: str, lr_root: Path | None = None,
+               degradations: dict[str, str] | None = None) -> list[Pair]:
+    """Checked sources of ``paths`` (with their LR files under ``lr_root``); ``degradations`` maps a path to its
+    own degradation."""
+    pairs, degradations = [], degradations or {}
     lr_files = {p.stem: p for p in find_images(lr_root)} if lr_root is not None else {}
     for path in paths:
         hr = check_source(open_source(path), min_size=crop, norm=norm)
@@ -245,7 +250,7 @@ def load_pairs(paths: list[Path], *, crop: int, scale: int, norm: str, lr_root: 
                 )
             if lr.planes != hr.planes or len(lr.groups) != len(hr.groups):
                 raise ResShiftError(f"{lr_path}: has other planes or channels than its HR {path}")
-        pairs.append(Pair(hr, lr))
+        pairs.append(Pair(hr, lr, degradations.get(str(path))))
     return pairs
 
 
@@ -263,6 +268,12 @@ def replicate_rgb(x: torch.Tensor) -> torch.Tensor:
     return x if x.shape[0] == 3 else x.expand(3, -1, -1)
 
 
+def check_degradation(name: str) -> str:
+    if name not in DEGRADATIONS:
+        raise ResShiftError(f"unknown degradation {name!r}; choose one of {', '.join(DEGRADATIONS)}")
+    return name
+
+
 def degrade(hr: torch.Tensor, *, name: str, scale: int, generator: torch.Generator) -> torch.Tensor:
     """[c, H, W] in [-1, 1] -> LR in about [-1, 1] through a named degradation working on [0, 1]."""
     return DEGRADATIONS[name]((hr + 1) / 2, scale, generator) * 2 - 1
@@ -276,8 +287,8 @@ class CropSampler(torch.utils.data.Dataset):
     """
 
     def __init__(self, pairs: list[Pair], *, crop: int, scale: int, micro_batch: int, degradation: str, seed: int):
-        if degradation not in DEGRADATIONS:
-            raise ResShiftError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+        for name in {degradation, *(p.degradation for p in pairs if p.degradation)}:
+            check_degradation(name)
         self.pairs, self.crop, self.scale = pairs, crop, scale
         self.micro_batch, self.degradation, self.seed = micro_batch, degradation, seed
 
@@ -307,7 +318,7 @@ class CropSampler(torch.utils.data.Dataset):
         hr = augment(hr)
         if lq is None:
             gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            lq = degrade(hr, name=self.degradation, scale=self.scale, generator=gen)
+            lq = degrade(hr, name=pair.degradation or self.degradation, scale=self.scale, generator=gen)
         else:
             lq = augment(lq)
         return replicate_rgb(hr).contiguous(), replicate_rgb(lq).contiguous()
@@ -343,7 +354,7 @@ def validation_items(pairs: list[Pair], *, size: int, scale: int, degradation: s
         hr = torch.from_numpy(pair.hr.normalised(plane, pair.hr.groups[g], y, x, side, side))
         if pair.lr is None:
             gen = torch.Generator().manual_seed(seed + i)
-            lq = degrade(hr, name=degradation, scale=scale, generator=gen)
+            lq = degrade(hr, name=pair.degradation or degradation, scale=scale, generator=gen)
         else:
             lq = torch.from_numpy(pair.lr.normalised(plane, pair.lr.groups[g], y // scale, x // scale,
                                                      side // scale, side // scale))

@@ -1,4 +1,4 @@
-"""On-the-fly HR -> LR degradations for training: bicubic, Real-ESRGAN-style second order, microscopy, satellite.
+"""HR -> LR degradations for training: bicubic, Real-ESRGAN second order, microscopy, satellite, blind mixtures.
 
 Each takes one HR image [C, H, W] in [0, 1] and a seeded ``torch.Generator`` and returns LR [C, H/s, W/s].
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -114,28 +115,74 @@ def jpeg(x: torch.Tensor, quality: float) -> torch.Tensor:
     return (torch.stack(out)[:, :h, :w] / 255).clamp(0, 1)
 
 
-def add_noise(x: torch.Tensor, gen: torch.Generator, *, sigma_max: float, poisson_peak: tuple[float, float]):
-    """Gaussian (sometimes the same for every channel) or Poisson noise, half and half."""
-    gray = chance(gen, 0.4)
-    if chance(gen, 0.5):
-        sigma = uniform(gen, 1 / 255, sigma_max)
-        shape = (1, *x.shape[1:]) if gray else x.shape
-        return x + sigma * torch.randn(shape, generator=gen)
-    peak = log_uniform(gen, *poisson_peak)
-    rate = x.clamp(min=0) * peak
-    if gray:
-        lum = rate.mean(0, keepdim=True)
-        return x + (torch.poisson(lum, generator=gen) - lum) / peak
-    return torch.poisson(rate, generator=gen) / peak
+def _quadratic_form(size: int, sigma_x: float, sigma_y: float, theta: float) -> torch.Tensor:
+    """d^T Sigma^-1 d on a size x size grid centred on the kernel, for a rotated covariance."""
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = c * xx + s * yy, -s * xx + c * yy
+    return (u / sigma_x) ** 2 + (v / sigma_y) ** 2
 
 
-def random_blur(x: torch.Tensor, gen: torch.Generator, *, sigma: tuple[float, float]) -> torch.Tensor:
-    """Isotropic or anisotropic Gaussian blur with a random size, widths and angle."""
-    sx = uniform(gen, *sigma)
-    sy = sx if chance(gen, 0.5) else uniform(gen, *sigma)
-    theta = uniform(gen, 0, math.pi)
+def sinc_kernel(size: int, cutoff: float) -> torch.Tensor:
+    """Circular low-pass (2-D sinc, the ideal filter's ringing): cutoff in radians per pixel, normalised."""
+    from scipy.special import j1
+
+    r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    d = torch.sqrt(r[:, None] ** 2 + r[None, :] ** 2).numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = cutoff * j1(cutoff * d) / (2 * math.pi * d)
+    k[d == 0] = cutoff**2 / (4 * math.pi)
+    k = torch.from_numpy(k)
+    return (k / k.sum()).float()
+
+
+# Real-ESRGAN's blur family and the probability of each: Gaussian, generalised Gaussian (exponent beta 0.5-4) and
+# plateau (1 / (1 + q^beta), beta 1-2), each isotropic or anisotropic.
+KERNEL_KINDS = (("gaussian", False, 0.45), ("gaussian", True, 0.25), ("generalized", False, 0.12),
+                ("generalized", True, 0.03), ("plateau", False, 0.12), ("plateau", True, 0.03))
+
+
+def random_kernel(gen: torch.Generator, *, sigma: tuple[float, float], sinc_p: float) -> torch.Tensor:
+    """One kernel of the Real-ESRGAN family, odd size 7-21; a sinc instead with probability ``sinc_p``."""
     size = 2 * int(torch.randint(3, 11, (), generator=gen)) + 1
-    return blur(x, gaussian_kernel(size, sx, sy, theta))
+    if chance(gen, sinc_p):
+        return sinc_kernel(size, uniform(gen, math.pi / 3 if size < 13 else math.pi / 5, math.pi))
+    pick, total = float(torch.rand((), generator=gen)), 0.0
+    for kind, anisotropic, p in KERNEL_KINDS:
+        total += p
+        if pick < total:
+            break
+    sx = uniform(gen, *sigma)
+    sy, theta = (uniform(gen, *sigma), uniform(gen, -math.pi, math.pi)) if anisotropic else (sx, 0.0)
+    q = _quadratic_form(size, sx, sy, theta)
+    if kind == "gaussian":
+        k = torch.exp(-0.5 * q)
+    elif kind == "generalized":
+        k = torch.exp(-0.5 * q ** uniform(gen, 0.5, 4.0))
+    else:
+        k = 1 / (1 + q ** uniform(gen, 1.0, 2.0))
+    return (k / k.sum()).float()
+
+
+def real_noise(x: torch.Tensor, gen: torch.Generator, *, sigma: tuple[float, float], poisson: tuple[float, float]):
+    """Real-ESRGAN's noise: Gaussian (sigma in 8-bit levels) or Poisson (8-bit photon counts times a scale), half
+    and half, the same for every channel (gray) with probability 0.4."""
+    gray = chance(gen, 0.4)
+    shape = (1, *x.shape[1:]) if gray else x.shape
+    if chance(gen, 0.5):
+        return x + uniform(gen, *sigma) / 255 * torch.randn(shape, generator=gen)
+    base = x.mean(0, keepdim=True) if gray else x
+    counts = torch.round(base.clamp(0, 1) * 255)
+    return x + uniform(gen, *poisson) * (torch.poisson(counts, generator=gen) - counts) / 255
+
+
+def random_resize(x: torch.Tensor, gen: torch.Generator, *, probs: tuple[float, float], low: float, high: float):
+    """Up (to ``high``) with probs[0], down (to ``low``) with probs[1], else keep; a random interpolation."""
+    h, w = x.shape[-2:]
+    pick = float(torch.rand((), generator=gen))
+    step = uniform(gen, 1.0, high) if pick < probs[0] else uniform(gen, low, 1.0) if pick < sum(probs) else 1.0
+    return resize(x, (round(h * step), round(w * step)), random_mode(gen))
 
 
 def bicubic(hr: torch.Tensor, scale: int, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -145,42 +192,52 @@ def bicubic(hr: torch.Tensor, scale: int, gen: torch.Generator | None = None) ->
 
 
 def realesrgan(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
-    """Two rounds of blur, resize, noise and JPEG, after the Real-ESRGAN high-order model (no sinc filters)."""
+    """Real-ESRGAN's second-order model with the ResShift paper's ranges: blur (or sinc), resize, noise, JPEG;
+    the same again with probability 0.5 (milder); then the final resize and a sinc (p 0.8), before or after JPEG."""
     h, w = hr.shape[-2:]
-    x = random_blur(hr, gen, sigma=(0.2, 3.0))
-    step = uniform(gen, 1.0, 1.5) if chance(gen, 0.2) else uniform(gen, 0.15, 1.0) if chance(gen, 0.875) else 1.0
-    x = resize(x, (round(h * step), round(w * step)), random_mode(gen))
-    x = jpeg(add_noise(x, gen, sigma_max=30 / 255, poisson_peak=(30, 2000)).clamp(0, 1), uniform(gen, 30, 95))
-    if chance(gen, 0.8):
-        x = random_blur(x, gen, sigma=(0.2, 1.5))
-    step = uniform(gen, 0.3, 1.2)
-    x = resize(x, (round(h / scale * step), round(w / scale * step)), random_mode(gen))
-    x = add_noise(x, gen, sigma_max=25 / 255, poisson_peak=(40, 2000)).clamp(0, 1)
-    target = (h // scale, w // scale)
+    x = blur(hr, random_kernel(gen, sigma=(0.2, 3.0), sinc_p=0.1))
+    x = random_resize(x, gen, probs=(0.2, 0.7), low=0.15, high=1.5)
+    x = real_noise(x, gen, sigma=(1, 30), poisson=(0.05, 3.0)).clamp(0, 1)
+    x = jpeg(x, uniform(gen, 30, 95))
     if chance(gen, 0.5):
-        x = jpeg(resize(x, target, random_mode(gen)), uniform(gen, 30, 95))
+        if chance(gen, 0.8):
+            x = blur(x, random_kernel(gen, sigma=(0.2, 1.5), sinc_p=0.1))
+        x = random_resize(x, gen, probs=(0.3, 0.4), low=0.3, high=1.2)
+        x = real_noise(x, gen, sigma=(1, 25), poisson=(0.05, 2.5)).clamp(0, 1)
+    target = (h // scale, w // scale)
+    sinc = sinc_kernel(21, uniform(gen, math.pi / 3, math.pi)) if chance(gen, 0.8) else None
+
+    def final(y: torch.Tensor) -> torch.Tensor:
+        y = resize(y, target, random_mode(gen))
+        return blur(y, sinc) if sinc is not None else y
+
+    if chance(gen, 0.5):
+        x = jpeg(final(x).clamp(0, 1), uniform(gen, 30, 95))
     else:
-        x = resize(jpeg(x, uniform(gen, 30, 95)), target, random_mode(gen))
+        x = final(jpeg(x, uniform(gen, 30, 95)))
     return x.clamp(0, 1)
 
 
 def microscopy(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
-    """Gaussian PSF, camera binning (scale x scale pixel sums), Poisson shot noise and Gaussian read noise."""
-    x = gaussian_blur(hr, uniform(gen, 0.25, 0.6) * scale)
+    """Gaussian PSF of random width, camera binning (scale x scale pixel sums), Poisson shot noise from 5 to 10,000
+    photons at the top of the range (a dim confocal to a bright widefield image) and Gaussian read noise."""
+    x = gaussian_blur(hr, uniform(gen, 0.2, 0.7) * scale)
     x = F.avg_pool2d(x[None], scale)[0]
-    peak = log_uniform(gen, 20, 3000)  # photons at the top of the normalised range, per LR pixel
+    peak = log_uniform(gen, 5, 10_000)  # photons at the top of the normalised range, per LR pixel
     x = torch.poisson(x.clamp(min=0) * peak, generator=gen) / peak
-    read = uniform(gen, 0.0, 0.02)
+    read = uniform(gen, 0.0, 0.03)
     return x + read * torch.randn(x.shape, generator=gen)
 
 
 def satellite(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
-    """Optics/detector MTF as a Gaussian set by its value at the LR Nyquist frequency, pixel averaging, noise."""
+    """Optics/detector MTF as a Gaussian set by its value at the LR Nyquist frequency, pixel averaging, sensor
+    noise, and mild JPEG compression half of the time (as delivered products often are)."""
     mtf = uniform(gen, 0.1, 0.4)
     nyquist = 1 / (2 * scale)  # cycles per HR pixel
     sigma = math.sqrt(-math.log(mtf) / (2 * math.pi**2 * nyquist**2))
     x = F.avg_pool2d(gaussian_blur(hr, sigma)[None], scale)[0]
-    return x + uniform(gen, 0.001, 0.02) * torch.randn(x.shape, generator=gen)
+    x = x + uniform(gen, 0.001, 0.02) * torch.randn(x.shape, generator=gen)
+    return jpeg(x.clamp(0, 1), uniform(gen, 75, 95)) if chance(gen, 0.5) else x
 
 
 DEGRADATIONS: dict[str, Degradation] = {
@@ -189,3 +246,21 @@ DEGRADATIONS: dict[str, Degradation] = {
     "microscopy": microscopy,
     "satellite": satellite,
 }
+
+# The blind real-world mixture of the default model: each domain's own degradation, or clean bicubic LR for a share
+# of the crops so that clean inputs are not over-smoothed.
+DOMAIN_DEGRADATIONS = {"natural": "realesrgan", "microscopy": "microscopy", "satellite": "satellite"}
+CLEAN_SHARE = 0.3
+
+
+def blind(domain: str) -> Degradation:
+    own = DEGRADATIONS[DOMAIN_DEGRADATIONS[domain]]
+
+    def degrade(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
+        return bicubic(hr, scale) if chance(gen, CLEAN_SHARE) else own(hr, scale, gen)
+
+    degrade.__doc__ = f"The blind mixture for {domain}: {DOMAIN_DEGRADATIONS[domain]}, or bicubic ({CLEAN_SHARE:.0%})."
+    return degrade
+
+
+DEGRADATIONS |= {f"blind-{domain}": blind(domain) for domain in DOMAIN_DEGRADATIONS}

@@ -31,7 +31,7 @@ from napari_resshift.loading import (
 )
 from napari_resshift.model import ResShiftModel
 from napari_resshift.normalization import DEFAULT_PERCENTILES
-from napari_resshift.registry import MODES, architecture
+from napari_resshift.registry import CONV_SIZES, MODES, architecture
 
 from . import checkpoint, data
 from .degradations import DEGRADATIONS
@@ -71,9 +71,11 @@ def parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     p.add_argument("--stage", choices=("denoiser", "autoencoder"), help=f"what to train (default {d['stage']})")
     io = p.add_argument_group("data")
-    io.add_argument("--data", nargs="+", help="folders, image files (PNG/JPEG/TIFF) or zarr/OME-Zarr stores")
+    io.add_argument("--data", nargs="+", help="folders, image files (PNG/JPEG/TIFF) or zarr/OME-Zarr stores; "
+                    "DEGRADATION=PATH gives a path its own degradation (e.g. blind-microscopy=my_tiffs/)")
     io.add_argument("--lr-data", help="folder of real LR images, matched to --data by file name (paired training)")
-    io.add_argument("--val-data", nargs="+", help="held-out images (default: --val-fraction of each --data)")
+    io.add_argument("--val-data", nargs="+", help="held-out images, also as DEGRADATION=PATH (default: --val-fraction "
+                    "of each --data)")
     io.add_argument("--val-fraction", type=float, help=f"files of each --data held out (default {d['val_fraction']})")
     io.add_argument("--degradation", choices=sorted(DEGRADATIONS), help=f"HR->LR model (default {d['degradation']})")
     io.add_argument("--norm", choices=("auto", "range", "percentile", "minmax"),
@@ -82,7 +84,9 @@ def parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--init", help="default | PATH (model file or folder) | scratch (default: default; "
                                   "scratch for --stage autoencoder)")
-    m.add_argument("--arch", choices=("tiny", "small", "fast"), help=f"size preset for --init scratch (default {d['arch']})")
+    m.add_argument("--arch", choices=("tiny", "small", "fast", *CONV_SIZES),
+                   help=f"size preset for --init scratch; conv and conv-tiny are packed-mode ConvDenoisers "
+                        f"(default {d['arch']})")
     m.add_argument("--config", help="official-layout config (.yaml/.json) for --init scratch")
     m.add_argument("--mode", choices=MODES, help="for --init scratch: latent (VQ-f4 autoencoder), pixel, or packed "
                    f"(pixel-space diffusion on 4x4 blocks, no autoencoder; the default model's) (default {d['mode']})")
@@ -195,28 +199,45 @@ def build_model(opts: argparse.Namespace) -> tuple[ResShiftModel, str]:
         raise ResShiftError("--stage autoencoder needs a latent-mode model; use --mode latent")
     torch.manual_seed(opts.seed)
     model = ResShiftModel(config)
-    if model.residual:
-        torch.nn.init.zeros_(model.unet.out[-1].weight)  # a residual denoiser starts from x_0 = y_0 (bicubic)
-        torch.nn.init.zeros_(model.unet.out[-1].bias)
+    if model.residual:  # a residual denoiser starts from x_0 = y_0 (bicubic)
+        last = model.unet.out[-1] if isinstance(model.unet.out, torch.nn.Sequential) else model.unet.out
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
     if ae_state is not None:
         load_weights(model.autoencoder, checkpoint.unwrap_keys(ae_state), path=opts.autoencoder, what="autoencoder")
     return model.eval(), f"scratch ({opts.config or opts.arch})"
 
 
 # -- data ----------------------------------------------------------------------------------------------------------
-def split_data(opts: argparse.Namespace) -> dict[str, list[str]]:
-    """Training and validation files: each --data path is split on its own, so every domain is held out."""
-    train, val = [], []
-    for path in opts.data:
-        files = data.find_images(Path(path))
+def data_entry(entry: str) -> tuple[str | None, Path]:
+    """``PATH`` or ``DEGRADATION=PATH`` -> (degradation or None, path)."""
+    name, sep, path = entry.partition("=")
+    if not sep or Path(entry).exists():
+        return None, Path(entry)
+    return data.check_degradation(name), Path(path)
+
+
+def split_data(opts: argparse.Namespace) -> dict:
+    """Training and validation files, and the degradation of those whose --data entry names one: each --data path
+    is split on its own, so every domain is held out."""
+    train, val, own = [], [], {}
+
+    def find(entry: str) -> list[Path]:
+        degradation, path = data_entry(entry)
+        files = data.find_images(path)
+        own.update({str(f): degradation for f in files if degradation})
+        return files
+
+    for entry in opts.data:
+        files = find(entry)
         if opts.val_data:
             train += files
         else:
             kept, held = data.split_files(files, fraction=opts.val_fraction, seed=opts.seed)
             train, val = train + kept, val + held
-    for path in opts.val_data:
-        val += data.find_images(Path(path))
-    return {"train": [str(f) for f in train], "val": [str(f) for f in val]}
+    for entry in opts.val_data:
+        val += find(entry)
+    return {"train": [str(f) for f in train], "val": [str(f) for f in val], "degradations": own}
 
 
 def check_crop(opts: argparse.Namespace, model: ResShiftModel) -> None:
@@ -247,7 +268,9 @@ def export(trainer: Trainer, opts: argparse.Namespace, files: dict, origin: str)
         training={
             "stage": trainer.stage.name,
             "init": origin,
-            "degradation": "paired LR data" if opts.lr_data else opts.degradation,
+            "degradation": "paired LR data" if opts.lr_data else ", ".join(sorted(
+                set(files.get("degradations", {}).values())
+                | ({opts.degradation} if set(files["train"]) - set(files.get("degradations", {})) else set()))),
             "quantized_decoding": bool(model.config.get("autoencoder", {}).get("quantize", True)),
             "iterations": trainer.iteration,
             "batch": s.batch,
@@ -310,7 +333,8 @@ def train(argv=None) -> Outcome:
     check_crop(opts, model)
 
     lr_root = Path(opts.lr_data) if opts.lr_data else None
-    load = dict(crop=opts.crop, scale=model.scale, norm=opts.norm, lr_root=lr_root)
+    load = dict(crop=opts.crop, scale=model.scale, norm=opts.norm, lr_root=lr_root,
+                degradations=files.get("degradations"))
     train_pairs = data.load_pairs([Path(f) for f in files["train"]], **load)
     val_pairs = data.load_pairs([Path(f) for f in files["val"]], **load)
     print(f"data: {len(train_pairs)} training and {len(val_pairs)} validation images", flush=True)

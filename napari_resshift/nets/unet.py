@@ -316,6 +316,11 @@ class UNetModelSwin(nn.Module):
                     ds *= 2
                 self.output_blocks.append(EmbedSequential(*layers))
         self.out = nn.Sequential(_gn(ch), nn.SiLU(), nn.Conv2d(C * channel_mult[0], out_channels, 3, padding=1))
+        self.halo = window_size * 2 ** (len(channel_mult) - 1)  # one coarsest-level attention window, latent pixels
+
+    def condition(self, lq: torch.Tensor) -> torch.Tensor:
+        """The LR conditioning as ``forward`` takes it: the image itself (it is concatenated at every step)."""
+        return lq
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
         """x [B, in_channels, H, W], timesteps int [B], lq [B, 3, H', W'] -> [B, out_channels, H, W]."""

@@ -1,10 +1,11 @@
-"""Make a trained run the package's default model: its weights with a complete model card.
+"""Make a trained run one of the package's shipped models (default, clean): its weights with a complete card.
 
-python scripts/ship_default.py RUN/model.safetensors --quality quality.json --seconds 1.7 --tile 128 --overlap 16
+python scripts/ship_model.py default RUN/model.safetensors --quality quality.json --speed speed.txt --tile 256 \
+    --overlap 16 --recipe training/recipes/default.sh --description "..."
 
-The card gets the data and their licences (from ../shared/data/MANIFEST.tsv), the split, the validation metrics
-written by ``benchmarks/bench_quality.py --json`` and the measured speed; the weights go to
-napari_resshift/weights/default.safetensors (+ default.json).
+The card gets the data and their licences (from ../shared/data/MANIFEST.tsv), the split, the training stages, the
+validation metrics written by ``benchmarks/bench_quality.py --json`` and the measured speed; the weights go to
+napari_resshift/weights/NAME.safetensors (+ NAME.json).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from napari_resshift.loading import load_project_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "napari_resshift" / "weights" / "default.safetensors"
+WEIGHTS = ROOT / "napari_resshift" / "weights"
 LICENCE_NOTE = (
     "natural/ photos are research benchmark images that belong to their authors (BSDS: non-commercial research and "
     "education; no licence stated for SunHays80); the weights are derived from them, the images are not shipped"
@@ -39,16 +40,16 @@ def licences(manifest: Path, used: set[str]) -> dict[str, str]:
 
 def stages(card: dict) -> list[dict]:
     """The training stages behind a model, oldest first, following each card's ``init`` to the model it started from;
-    a stage that started from the shipped default takes that model's recorded history."""
+    a stage that started from a shipped model takes that model's recorded history."""
     chain = []
     while card is not None:
         t = card["training"]
-        chain.insert(0, {k: t.get(k) for k in ("init", "iterations", "wall_time_s", "lr", "ema", "batch", "crop",
-                                               "rollout")}
+        chain.insert(0, {k: t.get(k) for k in ("init", "degradation", "iterations", "wall_time_s", "lr", "ema",
+                                               "batch", "crop", "rollout", "precision")}
                      | {"kappa": card["config"]["diffusion"]["params"]["kappa"]})
         init = t["init"].split(" (")[0]
-        if init == "default":
-            shipped = json.loads(SHIPPED.with_suffix(".json").read_text())["training"]["stages"]
+        if (WEIGHTS / f"{init}.json").is_file():
+            shipped = json.loads((WEIGHTS / f"{init}.json").read_text())["training"]["stages"]
             # re-shipping the same model (new metrics): the shipped history already ends with this chain
             return shipped if shipped[-len(chain):] == chain else shipped + chain
         parent = Path(init).with_suffix(".json")
@@ -56,55 +57,64 @@ def stages(card: dict) -> list[dict]:
     return chain
 
 
+def denoiser_summary(model) -> str:
+    params = model.config["model"]["params"]
+    if type(model.unet).__name__ == "ConvDenoiser":
+        return (f"ConvDenoiser, {params['channels']} channels, an LR encoder of {params['encoder_blocks']} residual "
+                f"blocks run once per image, {params['step_blocks']} modulated residual blocks per step")
+    return (f"UNetModelSwin, {params['model_channels']} channels, channel_mult {params['channel_mult']}, res blocks "
+            f"per level {params['num_res_blocks']}, Swin embed {params['swin_embed_dim']}, window "
+            f"{params['window_size']}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("name", choices=("default", "clean"))
     p.add_argument("model", type=Path)
     p.add_argument("--quality", type=Path, required=True, help="bench_quality.py --json output (validation split)")
-    p.add_argument("--seconds", type=float, required=True, help="256x256 -> 1024x1024 median (bench_speed.py)")
+    p.add_argument("--speed", type=Path, required=True, help="bench_speed.py's table, as printed")
     p.add_argument("--tile", type=int, required=True)
     p.add_argument("--overlap", type=int, required=True)
+    p.add_argument("--recipe", required=True, help="the script that reproduces the model")
+    p.add_argument("--description", required=True, help="one line: what the model is for")
+    p.add_argument("--notes", nargs="*", default=[], help="findings for the card (how the recipe was chosen)")
     p.add_argument("--status", help="a caveat for the card, e.g. where the model falls short")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    p.add_argument("--out", type=Path, default=SHIPPED)
     args = p.parse_args(argv)
     model, card = load_project_model(args.model)
-    quality = json.loads(args.quality.read_text())
-    params = model.config["model"]["params"]
     diffusion = model.config["diffusion"]["params"]
     training = card["training"]
+    history = stages(card)
     card |= {
-        "name": "default",
-        "description": "x4 ResShift model for CPUs: pixel-space diffusion on 4x4 blocks (packed), UNetModelSwin",
+        "name": args.name,
+        "description": args.description,
         "tile": args.tile,
         "overlap": args.overlap,
         "architecture": {
-            "denoiser": f"UNetModelSwin, {params['model_channels']} channels, channel_mult {params['channel_mult']}, "
-                        f"res blocks per level {params['num_res_blocks']}, Swin embed {params['swin_embed_dim']}, "
-                        f"window {params['window_size']}",
+            "denoiser": denoiser_summary(model),
             "packing": "space-to-depth: each 4x4 HR block is 48 channels at the LR size; lossless, no autoencoder",
-            "diffusion": f"{diffusion['steps']} steps, kappa {diffusion['kappa']}, p {diffusion['schedule_kwargs']['power']}, "
-                         f"min_noise_level {diffusion['min_noise_level']}, x_0 prediction",
-            "why packed pixel mode": "measured: a VQ-f4 autoencoder trainable here capped reconstruction at ~1 dB over "
-                                     "bicubic on photos and below it on microscopy, and its decoder alone costs more "
-                                     "than the 2 s budget at 1024x1024; packing keeps the denoiser at the LR size",
+            "diffusion": f"{diffusion['steps']} steps, kappa {diffusion['kappa']}, p "
+                         f"{diffusion['schedule_kwargs']['power']}, min_noise_level {diffusion['min_noise_level']}, "
+                         "x_0 prediction",
         },
-        "speed": {"256x256 -> 1024x1024 s (median, benchmarks/bench_speed.py)": args.seconds,
+        "speed": {"benchmarks/bench_speed.py": args.speed.read_text().strip().splitlines(),
                   "hardware": training.get("hardware")},
-        "metrics": quality,
+        "metrics": json.loads(args.quality.read_text()),
+        "notes": args.notes,
     }
-    domains = sorted({Path(d).name for d in training["data"]})
-    history = stages(card)
+    domains = sorted({Path(d.partition("=")[2] or d).name for d in training["data"]})
     training |= {"stages": history, "total_iterations": sum(h["iterations"] for h in history),
                  "total_wall_time_s": round(sum(h["wall_time_s"] for h in history), 1),
                  "data_licences": licences(args.data / "MANIFEST.tsv", set(domains)), "licence_note": LICENCE_NOTE,
                  "split": "training/recipes/split.py: ~15% of the files of each domain held out by hashed file group "
-                          "(channels of one field of view together), never trained on; images under 128 px left out",
-                 "recipe": "training/recipes/default.sh"}
+                          "(channels of one field of view together), never trained on",
+                 "recipe": args.recipe}
     card.pop("status", None)
     if args.status:
         card["status"] = args.status
-    save_model(model, args.out, card, overwrite=True)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and {args.out.with_suffix('.json').name}")
+    out = WEIGHTS / f"{args.name}.safetensors"
+    save_model(model, out, card, overwrite=True)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {out.with_suffix('.json').name}")
 
 
 if __name__ == "__main__":

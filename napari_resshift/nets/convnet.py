@@ -1,0 +1,66 @@
+"""ConvDenoiser: an all-convolutional x_0 predictor for packed pixel mode (4x4 HR blocks as channels at the LR size).
+
+Owns the network only. The LR image is encoded once per image (``condition``); each diffusion step then runs a short
+refiner on x_t, modulated per step. No normalisation layers, so a tile's output does not depend on the tile size.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+class ResBlock(nn.Module):
+    """conv-ReLU-conv with an identity skip (EDSR's block, no batch norm), optionally scaled and shifted per step."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1, self.conv2 = conv3x3(channels, channels), conv3x3(channels, channels)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None):
+        h = self.conv1(x)
+        if scale is not None:
+            h = torch.addcmul(shift, h, scale)
+        return x + self.conv2(torch.relu(h))
+
+
+class ConvDenoiser(nn.Module):
+    """x_t [B, in, h, w], step t [B], conditioning features -> x_0 (or x_0 - y_0 for a residual model) [B, out, h, w].
+
+    ``encoder_blocks`` residual blocks read the LR image once; ``step_blocks`` blocks per step read x_t added to
+    those features. ``halo``: the receptive field of the whole chain in LR pixels either side (every step reads the
+    previous step's output).
+    """
+
+    def __init__(self, *, in_channels: int, out_channels: int, lq_channels: int = 3, channels: int = 64,
+                 encoder_blocks: int = 8, step_blocks: int = 3, steps: int = 4):
+        super().__init__()
+        self.encoder_head = conv3x3(lq_channels, channels)
+        self.encoder = nn.ModuleList(ResBlock(channels) for _ in range(encoder_blocks))
+        self.encoder_tail = conv3x3(channels, channels)
+        self.head = conv3x3(in_channels, channels)
+        self.blocks = nn.ModuleList(ResBlock(channels) for _ in range(step_blocks))
+        # Per step and block a scale (around 1) and a shift of the first convolution's output.
+        self.step_embedding = nn.Embedding(steps, 2 * channels * step_blocks)
+        nn.init.zeros_(self.step_embedding.weight)
+        self.out = conv3x3(channels, out_channels)
+        self.halo = 2 * encoder_blocks + 2 + steps * (2 * step_blocks + 2)
+
+    def condition(self, lq: torch.Tensor) -> torch.Tensor:
+        """Features of the LR image, computed once and shared by every step."""
+        h = self.encoder_head(lq)
+        skip = h
+        for block in self.encoder:
+            h = block(h)
+        return self.encoder_tail(h) + skip
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        h = self.head(x) + features
+        mod = self.step_embedding(timesteps)[:, :, None, None].to(h.dtype)
+        for i, block in enumerate(self.blocks):
+            scale, shift = mod[:, 2 * i * h.shape[1]:(2 * i + 2) * h.shape[1]].chunk(2, dim=1)
+            h = block(h, 1 + scale, shift)
+        return self.out(h)

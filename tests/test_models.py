@@ -1,0 +1,103 @@
+"""The shipped models and the ConvDenoiser: presets, halo, per-step modulation, loading through the front-ends."""
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from napari_resshift import diffusion
+from napari_resshift.engine import Upscaler
+from napari_resshift.errors import ResShiftError
+from napari_resshift.loading import build_model, load_model
+from napari_resshift.model import ResShiftModel
+from napari_resshift.registry import PRESETS, SHIPPED, architecture
+from pipelines import upscale_zarr
+
+
+@pytest.fixture(scope="module")
+def conv_model():
+    torch.manual_seed(0)
+    model = ResShiftModel(architecture("conv-tiny", mode="packed")).eval()
+    for p in model.unet.parameters():  # zero-initialised parts (step embedding) made active
+        torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+def zero_noise(model, lq):
+    shape = model.latent_shape(model.pad(lq))
+    return lambda k: torch.zeros(shape)
+
+
+def test_halo_bounds_the_receptive_field_of_the_whole_chain(conv_model):
+    lq = torch.rand(1, 3, 40, 40) * 2 - 1
+    moved = lq.clone()
+    moved[0, :, 20, 20] += 0.5
+    with torch.no_grad():
+        a = conv_model.super_resolve(lq, noise=zero_noise(conv_model, lq))
+        b = conv_model.super_resolve(moved, noise=zero_noise(conv_model, moved))
+    changed = (a - b).abs().amax(dim=(0, 1)) > 0
+    ys, xs = torch.nonzero(changed, as_tuple=True)
+    reach = (conv_model.unet.halo + 2) * 4  # the packed bicubic conditioning reads 2 LR pixels either side
+    assert changed.any()
+    assert ys.min() >= 80 - reach and ys.max() < 84 + reach and xs.min() >= 80 - reach and xs.max() < 84 + reach
+    assert ys.max() - ys.min() > 4 * 4  # the steps spread it beyond the first convolutions
+
+
+def test_every_step_is_modulated_and_features_are_computed_once(conv_model):
+    lq = torch.rand(2, 3, 12, 12) * 2 - 1
+    calls = []
+    encoder = conv_model.unet.encoder_head
+    handle = encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        denoise = conv_model.denoiser(lq)
+        x = torch.randn(2, 48, 12, 12)
+        outs = [denoise(x, torch.full((2,), t)) for t in range(conv_model.schedule.steps)]
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert all(not torch.allclose(outs[0], o) for o in outs[1:])
+
+
+def test_an_unknown_denoiser_is_one_clear_error():
+    config = architecture("conv-tiny", mode="packed")
+    config["model"]["target"] = "models.unet.NoSuchNet"
+    with pytest.raises(ResShiftError, match="unknown denoiser 'NoSuchNet'"):
+        build_model(config, source="card.json")
+    with pytest.raises(KeyError, match="packed mode only"):
+        architecture("conv", mode="latent")
+
+
+def test_conv_denoiser_trains_from_bicubic(conv_model):
+    """Residual and zero-initialised at the output, a scratch model's first estimate is y_0, the bicubic upscale."""
+    from training.finetune import build_model as build_for_training, resolve_options
+
+    opts = resolve_options(["--data", ".", "--run", "r", "--init", "scratch", "--arch", "conv-tiny", "--mode",
+                            "packed"])
+    model, origin = build_for_training(opts)
+    lq = torch.rand(1, 3, 8, 8) * 2 - 1
+    z_y = model.condition(lq)
+    t = torch.full((1,), model.schedule.steps - 1)
+    with torch.no_grad():
+        assert torch.equal(model.denoiser(lq)(diffusion.scale_input(model.schedule, z_y, t), t), z_y)
+    assert origin == "scratch (conv-tiny)"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_load_by_name(name):
+    model, card = load_model(name)
+    assert card["name"] == name and card["scale"] == 4 and PRESETS[name].packaged
+    up = Upscaler(name, device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    out = up.upscale(image, seed=0)
+    assert out.image.shape == (48, 40, 3) and out.image.dtype == np.uint8
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_run_in_the_pipeline(name, tmp_path):
+    src = tmp_path / "in.zarr"
+    zarr.open_array(str(src), mode="w", shape=(20, 24), dtype="uint16")[:] = np.arange(480).reshape(20, 24)
+    out = tmp_path / "out.ome.zarr"
+    assert upscale_zarr.main([str(src), "-o", str(out), "--model", name, "--quiet", "--levels", "1"]) == 0
+    group = zarr.open_group(str(out), mode="r")
+    assert group["0"].shape == (80, 96)
+    params = group.attrs["resshift"]["params"]
+    assert params["model"] == name and params["model_name"] == name and group.attrs["resshift"]["status"] == "complete"
