@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", help="DOMAIN=FOLDER of HR images (domains: natural, microscopy, satellite)")
     p.add_argument("--models", nargs="*", default=["default"],
-                   help="shipped model names or model paths (default: default); none for the baselines alone")
+                   help="shipped model names or model paths, NAME=PATH to label one (default: default); none "
+                        "given: the baselines alone")
     p.add_argument("--lr", nargs="+", default=["bicubic"], metavar="KIND",
                    help="how LR is made from HR, one table each: bicubic (clean), blind (the domain's blind mixture), "
                         f"own (the domain's degradation alone) or a degradation name ({', '.join(DEGRADATIONS)}); "
@@ -118,7 +119,10 @@ def main(argv=None) -> int:
     p.add_argument("--tile", type=int, help="LR tile size (default: each model's)")
     p.add_argument("--json", help="also write the tables to this JSON file (scripts/ship_model.py reads it)")
     args = p.parse_args(argv)
-    upscalers = {name: Upscaler(name, device="cpu") for name in args.models}
+    upscalers = {}
+    for entry in args.models:  # NAME=PATH labels a model file
+        name, _, spec = entry.rpartition("=")
+        upscalers[name or spec] = Upscaler(spec, device="cpu")
     summary = {"benchmark": f"benchmarks/bench_quality.py, x4, HR centre crops <= {args.size} px",
                "tiling": {n: "tile %d, overlap %d" % u.tiling(tile=args.tile) for n, u in upscalers.items()},
                "tables": {}}

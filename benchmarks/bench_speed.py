@@ -60,6 +60,9 @@ def main(argv=None) -> None:
         tile, overlap = up.tiling(tile=args.tile)
         print(f"| {name} | {tile} ({overlap}) | {up.model.schedule.steps} | {med:.2f} | {min(times[name]):.2f} | "
               f"{s * s / 1e6 / med:.3f} | {med / first:.2f}x |")
+    if {"clean", "default"} <= set(times):
+        ratio = statistics.median(times["default"]) / statistics.median(times["clean"])
+        print(f"default / clean: {ratio:.2f}x")
 
 
 if __name__ == "__main__":

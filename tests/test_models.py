@@ -92,6 +92,14 @@ def test_shipped_models_load_by_name(name):
 
 
 @pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_models_are_where_training_starts(name):
+    from training.finetune import build_model as build_for_training, resolve_options
+
+    model, origin = build_for_training(resolve_options(["--data", ".", "--run", "r", "--init", name]))
+    assert origin == f"{name} ({name})" and type(model.unet).__name__ == "ConvDenoiser"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_models_run_in_the_pipeline(name, tmp_path):
     src = tmp_path / "in.zarr"
     zarr.open_array(str(src), mode="w", shape=(20, 24), dtype="uint16")[:] = np.arange(480).reshape(20, 24)
