@@ -258,6 +258,13 @@ def hardware() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
+def trained_degradations(opts: argparse.Namespace, files: dict) -> str:
+    """The degradations the training files went through: their own, and the run's for files without one."""
+    own = files.get("degradations", {})
+    used = set(own.values()) | ({opts.degradation} if set(files["train"]) - set(own) else set())
+    return ", ".join(sorted(used))
+
+
 def export(trainer: Trainer, opts: argparse.Namespace, files: dict, origin: str) -> tuple[Path, dict]:
     model = trainer.stage.model
     s = trainer.settings
@@ -268,9 +275,7 @@ def export(trainer: Trainer, opts: argparse.Namespace, files: dict, origin: str)
         training={
             "stage": trainer.stage.name,
             "init": origin,
-            "degradation": "paired LR data" if opts.lr_data else ", ".join(sorted(
-                set(files.get("degradations", {}).values())
-                | ({opts.degradation} if set(files["train"]) - set(files.get("degradations", {})) else set()))),
+            "degradation": "paired LR data" if opts.lr_data else trained_degradations(opts, files),
             "quantized_decoding": bool(model.config.get("autoencoder", {}).get("quantize", True)),
             "iterations": trainer.iteration,
             "batch": s.batch,
