@@ -182,15 +182,20 @@ def test_a_data_path_can_name_its_own_degradation(tmp_path):
     opts = finetune.resolve_options(["--data", f"blind-microscopy={tmp_path / 'a'}", str(tmp_path / "b"), "--run",
                                      str(tmp_path / "r"), "--val-fraction", "0"])
     files = finetune.split_data(opts)
-    assert sorted(files["degradations"]) == sorted(str(p) for p in (tmp_path / "a").iterdir())
-    assert set(files["degradations"].values()) == {"blind-microscopy"}
+    own = {f for f, d in zip(files["train"], files["train_degradations"]) if d == "blind-microscopy"}
+    assert own == {str(p) for p in (tmp_path / "a").iterdir()}
+    assert files["train_degradations"].count(None) == 2
     pairs = data.load_pairs([Path(f) for f in files["train"]], crop=32, scale=4, norm="auto",
-                            degradations=files["degradations"])
+                            degradations=files["train_degradations"])
     own = [p for p in pairs if p.degradation]
     sampler = data.CropSampler(own, crop=32, scale=4, micro_batch=8, degradation="bicubic", seed=0)
     batch = sampler[0]
     clean = torch.stack([data.degrade(h, name="bicubic", scale=4, generator=None) for h in batch["hr"]])
     assert not torch.allclose(batch["lq"], clean, atol=1e-3)  # the path's mixture, not the run's bicubic
+    opts.data = [f"bicubic={tmp_path / 'a'}", f"microscopy={tmp_path / 'a'}"]  # one folder through two
+    files = finetune.split_data(opts)
+    assert sorted(zip(files["train"], files["train_degradations"])) == sorted(
+        (str(p), d) for p in (tmp_path / "a").iterdir() for d in ("bicubic", "microscopy"))
     opts.data = [f"blurry={tmp_path / 'a'}"]
     with pytest.raises(ResShiftError, match="unknown degradation 'blurry'"):
         finetune.split_data(opts)

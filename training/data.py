@@ -232,12 +232,12 @@ def _match_lr(hr_path: Path, lr_files: dict[str, Path], lr_root: Path) -> Path:
 
 
 def load_pairs(paths: list[Path], *, crop: int, scale: int, norm: str, lr_root: Path | None = None,
-               degradations: dict[str, str] | None = None) -> list[Pair]:
-    """Checked sources of ``paths`` (with their LR files under ``lr_root``); ``degradations`` maps a path to its
-    own degradation."""
-    pairs, degradations = [], degradations or {}
+               degradations: list[str | None] | None = None) -> list[Pair]:
+    """Checked sources of ``paths`` (with their LR files under ``lr_root``); ``degradations[i]`` is path i's own
+    degradation (None: the run's)."""
+    pairs, degradations = [], degradations or [None] * len(paths)
     lr_files = {p.stem: p for p in find_images(lr_root)} if lr_root is not None else {}
-    for path in paths:
+    for path, degradation in zip(paths, degradations, strict=True):
         hr = check_source(open_source(path), min_size=crop, norm=norm)
         lr = None
         if lr_root is not None:
@@ -250,11 +250,11 @@ def load_pairs(paths: list[Path], *, crop: int, scale: int, norm: str, lr_root: 
                 )
             if lr.planes != hr.planes or len(lr.groups) != len(hr.groups):
                 raise ResShiftError(f"{lr_path}: has other planes or channels than its HR {path}")
-        pairs.append(Pair(hr, lr, degradations.get(str(path))))
+        pairs.append(Pair(hr, lr, degradation))
     return pairs
 
 
-def split_files(files: list[Path], *, fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+def split_files(files: list, *, fraction: float, seed: int) -> tuple[list, list]:
     """Hold out about ``fraction`` of the files (at least one when there are two or more), chosen by ``seed``."""
     if fraction <= 0 or len(files) < 2:
         return files, []

@@ -218,15 +218,14 @@ def data_entry(entry: str) -> tuple[str | None, Path]:
 
 
 def split_data(opts: argparse.Namespace) -> dict:
-    """Training and validation files, and the degradation of those whose --data entry names one: each --data path
-    is split on its own, so every domain is held out."""
-    train, val, own = [], [], {}
+    """Training and validation files, each with the degradation its --data entry names (None: the run's): each
+    --data path is split on its own, so every domain is held out; a path listed twice with two degradations is
+    drawn through both."""
+    train, val = [], []
 
-    def find(entry: str) -> list[Path]:
+    def find(entry: str) -> list[tuple[str, str | None]]:
         degradation, path = data_entry(entry)
-        files = data.find_images(path)
-        own.update({str(f): degradation for f in files if degradation})
-        return files
+        return [(str(f), degradation) for f in data.find_images(path)]
 
     for entry in opts.data:
         files = find(entry)
@@ -237,7 +236,8 @@ def split_data(opts: argparse.Namespace) -> dict:
             train, val = train + kept, val + held
     for entry in opts.val_data:
         val += find(entry)
-    return {"train": [str(f) for f in train], "val": [str(f) for f in val], "degradations": own}
+    return {"train": [f for f, _ in train], "val": [f for f, _ in val],
+            "train_degradations": [d for _, d in train], "val_degradations": [d for _, d in val]}
 
 
 def check_crop(opts: argparse.Namespace, model: ResShiftModel) -> None:
@@ -260,8 +260,7 @@ def hardware() -> str:
 
 def trained_degradations(opts: argparse.Namespace, files: dict) -> str:
     """The degradations the training files went through: their own, and the run's for files without one."""
-    own = files.get("degradations", {})
-    used = set(own.values()) | ({opts.degradation} if set(files["train"]) - set(own) else set())
+    used = {d or opts.degradation for d in files["train_degradations"]}
     return ", ".join(sorted(used))
 
 
@@ -338,10 +337,9 @@ def train(argv=None) -> Outcome:
     check_crop(opts, model)
 
     lr_root = Path(opts.lr_data) if opts.lr_data else None
-    load = dict(crop=opts.crop, scale=model.scale, norm=opts.norm, lr_root=lr_root,
-                degradations=files.get("degradations"))
-    train_pairs = data.load_pairs([Path(f) for f in files["train"]], **load)
-    val_pairs = data.load_pairs([Path(f) for f in files["val"]], **load)
+    load = dict(crop=opts.crop, scale=model.scale, norm=opts.norm, lr_root=lr_root)
+    train_pairs = data.load_pairs([Path(f) for f in files["train"]], degradations=files["train_degradations"], **load)
+    val_pairs = data.load_pairs([Path(f) for f in files["val"]], degradations=files["val_degradations"], **load)
     print(f"data: {len(train_pairs)} training and {len(val_pairs)} validation images", flush=True)
 
     sampler = data.CropSampler(train_pairs, crop=opts.crop, scale=model.scale, micro_batch=micro,
