@@ -100,7 +100,7 @@ def test_ome_zarr_tczyx_metadata_round_trip(model_path, tmp_path, version):
     out, attrs = upscale(model_path, src, tmp_path / "out.zarr", "--format", version)
     assert out.shape == (1, 2, 1, 48, 56)
     ms = ome.read_multiscales(attrs)
-    assert (ome.FORMATS[version].read(attrs) is ms) or ms == ome.FORMATS[version].read(attrs)
+    assert ("ome" in attrs) == (version == "0.5")
     assert [a["name"] for a in ms["axes"]] == list("tczyx")
     assert ms["axes"][4]["unit"] == "micrometer" and ms["axes"][0]["unit"] == "second"
     scale, translation = (t[t["type"]] for t in ms["datasets"][0]["coordinateTransformations"])
