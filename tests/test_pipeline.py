@@ -16,6 +16,8 @@ from napari_resshift.normalization import Normalization
 from napari_resshift.registry import architecture
 from pipelines import ome, upscale_zarr
 
+from conftest import check_ome_zarr
+
 TILE, OVERLAP = 16, 4
 
 
@@ -32,7 +34,7 @@ def upscale(model_path, src, out, *extra):
             "--quiet", "--seed", "3", *extra]
     assert upscale_zarr.main(argv) == 0
     group = zarr.open_group(str(out), mode="r")
-    return group["0"][:], group.attrs.asdict()
+    return group["0"][:], check_ome_zarr(out)
 
 
 def engine_reference(model_path, plane, *, norm, plane_offset=0, rgb=False, channel_axis=None, dtype=None):
