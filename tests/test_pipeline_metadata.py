@@ -71,12 +71,12 @@ def test_imagej_hyperstack_calibration(tiny_model_path, tmp_path):
     np.testing.assert_allclose(translation[1:], [-0.25 * 3 / 8, -0.2 * 3 / 8])
 
 
-def write_geotiff(path: Path, data: np.ndarray, *, corner=(500000.0, 5000000.0), pixel=10.0) -> Path:
+def write_geotiff(path: Path, data: np.ndarray, *, corner=(500000.0, 5000000.0), pixel=10.0, keys=GEOKEYS) -> Path:
     gdal = ('<GDALMetadata><Item name="DESCRIPTION" sample="0" role="description">red</Item>'
             '<Item name="DESCRIPTION" sample="1" role="description">nir</Item></GDALMetadata>')
     tifffile.imwrite(path, data, planarconfig="separate", photometric="minisblack", extratags=[
         (33550, "d", 3, (pixel, pixel, 0.0), True), (33922, "d", 6, (0, 0, 0, *corner, 0), True),
-        (34735, "H", len(GEOKEYS), GEOKEYS, True), (42112, "s", 0, gdal, True)])
+        (34735, "H", len(keys), keys, True), (42112, "s", 0, gdal, True)])
     return path
 
 
@@ -111,6 +111,21 @@ def test_geotiff_crs_transform_and_bands_into_ome_zarr_and_back_to_geotiff(tiny_
             (500000 + (j + 0.5) * 10, 5000000 - (i + 0.5) * 10))
     assert upscale_zarr.main([str(src), "-o", str(tif), "--model", tiny_model_path, *FLAGS]) == 2  # exists
     assert upscale_zarr.main([str(src), "-o", str(tif), "--model", tiny_model_path, *FLAGS, "--resume"]) == 0
+
+
+def test_pixel_is_point_geotiff_keeps_its_convention(tiny_model_path, tmp_path):
+    """GTRasterTypeGeoKey = PixelIsPoint: the tiepoint is the first pixel's centre, in the input and in the output."""
+    keys = GEOKEYS[:8] + [1025, 0, 1, 2] + GEOKEYS[12:]
+    src = write_geotiff(tmp_path / "points.tif", pixels((2, 12, 16)), keys=keys)
+    attrs = run(tiny_model_path, src, tmp_path / "out.ome.zarr")
+    assert attrs["geo"]["raster_type"] == "point"
+    assert attrs["geo"]["transform"] == [2.5, 0.0, 500000.0 - 5, 0.0, -2.5, 5000000.0 + 5]  # corner-based
+    np.testing.assert_allclose(level0(attrs)[2][1:], [-(5000000 + 5 - 1.25), 500000 - 5 + 1.25])
+    tif = tmp_path / "points_x4.tif"
+    assert upscale_zarr.main([str(src), "-o", str(tif), "--model", tiny_model_path, *FLAGS]) == 0
+    with tifffile.TiffFile(tif) as t:
+        assert int(t.geotiff_metadata["GTRasterTypeGeoKey"]) == 2
+        assert t.geotiff_metadata["ModelTiepoint"][3:5] == pytest.approx([500000 - 5 + 1.25, 5000000 + 5 - 1.25])
 
 
 def test_ome_zarr_multiscale_level_transform_and_omero(tiny_model_path, tmp_path):
