@@ -62,13 +62,18 @@ def test_ome_tiff_unit_outside_ngff_is_converted(tiny_model_path, tmp_path):
 
 
 def test_imagej_hyperstack_calibration(tiny_model_path, tmp_path):
+    """Fiji's TIFF: pixels per unit in X/YResolution, z step in ``spacing``, the unit escaped (\\u00B5m), Ranges."""
     src = tmp_path / "fiji.tif"
-    tifffile.imwrite(src, pixels((2, 12, 13)), imagej=True, resolution=(1 / 0.2, 1 / 0.25),
-                     metadata={"axes": "ZYX", "spacing": 1.5, "unit": "um"})
-    axes, scale, translation, units = level0(run(tiny_model_path, src, tmp_path / "out.ome.zarr"))
-    assert axes == ["z", "y", "x"] and units == {"z": "micrometer", "y": "micrometer", "x": "micrometer"}
-    np.testing.assert_allclose(scale, [1.5, 0.25 / 4, 0.2 / 4])
-    np.testing.assert_allclose(translation[1:], [-0.25 * 3 / 8, -0.2 * 3 / 8])
+    tifffile.imwrite(src, pixels((2, 2, 12, 13)), imagej=True, resolution=(1 / 0.2, 1 / 0.25),
+                     metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "\\u00B5m", "Ranges": (0, 100, 5, 200)})
+    attrs = run(tiny_model_path, src, tmp_path / "out.ome.zarr")
+    axes, scale, translation, units = level0(attrs)
+    assert axes == ["c", "z", "y", "x"] and units == {"c": None, "z": "micrometer", "y": "micrometer",
+                                                      "x": "micrometer"}
+    np.testing.assert_allclose(scale, [1, 1.5, 0.25 / 4, 0.2 / 4])
+    np.testing.assert_allclose(translation[2:], [-0.25 * 3 / 8, -0.2 * 3 / 8])
+    windows = [c["window"] for c in omero_of(attrs)["channels"]]
+    assert [(w["start"], w["end"]) for w in windows] == [(0, 100), (5, 200)]
 
 
 def write_geotiff(path: Path, data: np.ndarray, *, corner=(500000.0, 5000000.0), pixel=10.0, keys=GEOKEYS) -> Path:
