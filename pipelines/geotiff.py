@@ -1,5 +1,5 @@
-"""Georeferencing: a GeoTIFF's CRS, grid and band names as the ``geo`` attribute of the output, and the tiled BigTIFF
-written from an output's pyramid with the same CRS keys and the upscaled grid.
+"""Georeferencing: a GeoTIFF's CRS, grid and band names as the ``geo`` attribute of the output, and the GeoTIFF tags
+that put the same CRS keys and the upscaled grid on a TIFF output (``pipelines.tiff_output``).
 
 The ``geo`` attribute (a sibling of ``multiscales`` / ``ome`` in the root attributes)::
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
-
 import numpy as np
 
 from napari_resshift.ome_metadata import ngff_unit
@@ -27,7 +25,6 @@ GEOKEYS, DOUBLES, ASCII = 34735, 34736, 34737
 PIXEL_SCALE, TIEPOINT, TRANSFORMATION = 33550, 33922, 34264
 GDAL_METADATA, GDAL_NODATA = 42112, 42113
 USER_DEFINED = 32767  # a GeoKey value: the CRS is described by other keys, not by an EPSG code
-TILE = 256
 
 
 def read_geo(tif) -> dict | None:
@@ -119,37 +116,3 @@ def geotiff_tags(geo: dict) -> list[tuple]:
     if geo.get("nodata") is not None:
         tags.append((GDAL_NODATA, "s", 0, str(geo["nodata"]), True))
     return tags
-
-
-def write_tiff(source, target: Path, *, axes: str, geo: dict | None, rgb: bool) -> None:
-    """A tiled, zlib-compressed BigTIFF of the OME-Zarr pyramid at ``source``, its levels 1.. as reduced-resolution
-    sub-IFDs (as in a cloud-optimised GeoTIFF), written tile by tile from the zarr arrays: never all in memory.
-    """
-    import tifffile
-    import zarr
-
-    group = zarr.open_group(str(source), mode="r")
-    levels = sorted((k for k in group.array_keys() if k.isdigit()), key=int)
-    planar = axes.endswith("cyx")  # channels as TIFF samples; other leading axes as pages
-    options = {
-        "tile": (TILE, TILE), "compression": "zlib", "photometric": "rgb" if rgb else "minisblack",
-        "planarconfig": "separate" if planar else None, "metadata": None,
-    }
-    partial = target.with_name(target.name + ".partial")
-    with tifffile.TiffWriter(partial, bigtiff=True) as tif:
-        for k, name in enumerate(levels):
-            array = group[name]
-            extra = {"subifds": len(levels) - 1, "extratags": geotiff_tags(geo) if geo else ()} if k == 0 else {
-                "subfiletype": 1}
-            tif.write(_tiles(array), shape=array.shape, dtype=array.dtype, **options, **extra)
-    partial.replace(target)
-
-
-def _tiles(array):
-    """The tiles of every plane of ``array`` (..., y, x) in TIFF order: planes, then rows, then columns."""
-    *lead, height, width = array.shape
-    for index in np.ndindex(*lead):
-        for y in range(0, height, TILE):
-            rows = array[index + (slice(y, y + TILE),)]  # one band of tiles per read: a strip of zarr chunks
-            for x in range(0, width, TILE):
-                yield np.ascontiguousarray(rows[..., x: x + TILE])

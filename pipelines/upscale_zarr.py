@@ -18,7 +18,7 @@ from napari_resshift.errors import ResShiftError, run_cli
 from napari_resshift.outofcore import MIN_CHUNK, Layout, cached_upscaler, fit_normalization
 from napari_resshift.normalization import Normalization
 
-from . import batch, execute, geotiff, ome, readers
+from . import batch, execute, geotiff, ome, readers, tiff_output
 from .example import write_example
 
 RESUME_KEYS = ("input_shape", "axes", "rgb", "model", "scale", "seed", "tile", "overlap", "dtype", "levels", "format")
@@ -100,9 +100,7 @@ def run_to(args, source, output: Path | None) -> int:
         return 0
     one.output = staging
     run(one)
-    attrs = zarr_attrs(staging)
-    axes = "".join(a["name"] for a in ome.read_multiscales(attrs)["axes"])
-    geotiff.write_tiff(staging, output, axes=axes, geo=attrs.get("geo"), rgb=attrs[ome.MARKER]["params"]["rgb"])
+    tiff_output.write_tiff(staging, output, rgb=zarr_attrs(staging)[ome.MARKER]["params"]["rgb"])
     shutil.rmtree(staging)  # this run's own intermediate, now in the TIFF
     if not args.quiet:
         print(f"wrote {output}")

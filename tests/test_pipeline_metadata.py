@@ -8,7 +8,7 @@ import pytest
 import tifffile
 import zarr
 
-from pipelines import ome, upscale_zarr
+from pipelines import ome, readers, upscale_zarr
 
 from conftest import check_ome_zarr
 
@@ -50,6 +50,25 @@ def test_ome_tiff_units_and_channel_names(tiny_model_path, tmp_path, symbol, nam
     np.testing.assert_allclose(scale, [1, 0.15, 0.2])
     np.testing.assert_allclose(translation, [0, -0.6 * 3 / 8, -0.8 * 3 / 8])
     assert [c["label"] for c in omero_of(attrs)["channels"]] == ["DAPI", "GFP"]
+
+
+def test_tiff_output_of_a_microscopy_image_is_a_pyramidal_ome_tiff(tiny_model_path, tmp_path):
+    src = tmp_path / "in.ome.tif"
+    data = pixels((2, 12, 14))
+    tifffile.imwrite(src, data, ome=True, metadata={
+        "axes": "CYX", "PhysicalSizeX": 0.8, "PhysicalSizeY": 0.6, "PhysicalSizeXUnit": "Å",
+        "PhysicalSizeYUnit": "Å", "Channel": {"Name": ["DAPI", "GFP"]}})
+    out = tmp_path / "out.tif"
+    assert upscale_zarr.main([str(src), "-o", str(out), "--model", tiny_model_path, *FLAGS]) == 0
+    again = readers.open_input(out)
+    assert again.axes == "cyx" and again.units == {"y": "angstrom", "x": "angstrom"}
+    assert again.scale == pytest.approx({"y": 0.15, "x": 0.2}) and [c["label"] for c in again.channels] == ["DAPI",
+                                                                                                            "GFP"]
+    reference = tmp_path / "out.ome.zarr"
+    run(tiny_model_path, src, reference)
+    np.testing.assert_array_equal(again.array[:], zarr.open_group(str(reference), mode="r")["0"][:])
+    with tifffile.TiffFile(out) as t:
+        assert t.is_bigtiff and t.pages[0].is_tiled and t.series[0].levels[1].shape == (2, 24, 28)
 
 
 def test_ome_tiff_unit_outside_ngff_is_converted(tiny_model_path, tmp_path):
