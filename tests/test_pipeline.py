@@ -188,6 +188,7 @@ def test_example_then_default_output_and_refusals(model_path, tmp_path, capsys, 
     demo = tmp_path / "demo.zarr"
     assert upscale_zarr.main(["--example", str(demo)]) == 0
     assert zarr.open_group(str(demo), mode="r")["0"].dtype == np.uint16
+    check_ome_zarr(demo)
     from napari_resshift.registry import Preset
 
     monkeypatch.setattr(Preset, "packaged_path", lambda self: tmp_path / "missing.safetensors")
