@@ -1,17 +1,26 @@
-"""OME-Zarr metadata: one small writer/reader per spec version (0.4 on zarr v2, 0.5 on zarr v3), pyramid transforms,
-and the completion marker that tells a finished output from a partial one.
+"""OME-Zarr metadata of the outputs: one small class per spec version (0.4, 0.5) built and checked by ome-zarr-py and
+ome-zarr-models, pyramid transforms, and the completion marker that tells a finished output from a partial one.
 """
 from __future__ import annotations
 
 from napari_resshift.errors import ResShiftError
+from napari_resshift.ome_metadata import multiscales_of
 
-AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 OME_ORDER = "tczyx"  # the order OME-Zarr requires: time, channel, then space
 MARKER = "resshift"  # root attribute: {"status": "running" | "complete", "params": {...}}
+# how levels 1.. are made (execute.build_pyramid), in the multiscales' own words
+DOWNSAMPLING = {"type": "local_mean", "metadata": {
+    "description": "each level the 2x2 mean of the one above in y and x (integers rounded); the other axes kept",
+    "method": "dask.array.coarsen(numpy.mean)",
+}}
 
 
 def axis_entries(axes: str, units: dict[str, str]) -> list[dict]:
-    return [{"name": a, "type": AXIS_TYPES[a]} | ({"unit": units[a]} if a in units else {}) for a in axes]
+    """NGFF axes, checked by ome-zarr-py: known names, types in order and units from the NGFF vocabulary."""
+    from ome_zarr.axes import Axes
+    from ome_zarr.format import FormatV04
+
+    return Axes(list(axes), axes_units={a: u for a, u in units.items() if a in axes}, fmt=FormatV04()).to_list()
 
 
 def level_transforms(axes: str, scale: dict, translation: dict, level: int) -> list[dict]:
@@ -27,6 +36,7 @@ def level_transforms(axes: str, scale: dict, translation: dict, level: int) -> l
 
 
 def multiscales(axes: str, *, levels: int, scale: dict, translation: dict, units: dict, name: str) -> dict:
+    """The version-less multiscales entry of an image whose levels 1.. are 2x means."""
     return {
         "name": name,
         "axes": axis_entries(axes, units),
@@ -34,39 +44,63 @@ def multiscales(axes: str, *, levels: int, scale: dict, translation: dict, units
             {"path": str(k), "coordinateTransformations": level_transforms(axes, scale, translation, k)}
             for k in range(levels)
         ],
-    }
+    } | (DOWNSAMPLING if levels > 1 else {})
+
+
+def omero(channels: list[dict], *, low: list[float], high: list[float], dtype) -> dict:
+    """``omero`` of the input's channels, completed where the input is silent: the display window defaults to the
+    normalisation range, its bounds to the dtype's, the colour to white.
+    """
+    import numpy as np
+    from ome_zarr_models.common.omero import Omero
+
+    kind = np.dtype(dtype)
+    info = np.iinfo(kind) if kind.kind in "iu" else None
+    out = []
+    for k, given in enumerate(channels):
+        window = dict(given.get("window") or {})
+        window.setdefault("start", float(low[min(k, len(low) - 1)]))
+        window.setdefault("end", float(high[min(k, len(high) - 1)]))
+        window.setdefault("min", float(info.min) if info else min(window["start"], 0.0))
+        window.setdefault("max", float(info.max) if info else max(window["end"], 1.0))
+        entry = {"color": "FFFFFF", "active": True} | given | {"window": window}
+        entry.setdefault("label", f"channel {k}")
+        out.append(entry)
+    return Omero.model_validate({"channels": out}).model_dump(mode="json", exclude_none=True)
 
 
 class V04:
-    """OME-Zarr 0.4: zarr v2, ``multiscales`` at the top of the attributes, the version inside it."""
+    """OME-Zarr 0.4: zarr v2 with '/' chunk keys, ``multiscales`` (holding the version) and ``omero`` at the top."""
 
     version = "0.4"
     zarr_format = 2
 
-    def attrs(self, ms: dict) -> dict:
-        return {"multiscales": [{"version": self.version} | ms]}
+    @staticmethod
+    def array_options(axes: str) -> dict:
+        return {"chunk_key_encoding": {"name": "v2", "separator": "/"}}  # what ome-zarr-py writes and reads
 
-    def read(self, attrs: dict) -> dict | None:
-        ms = attrs.get("multiscales")
-        if ms and str(ms[0].get("version", "0.4")) in ("0.4", "0.3"):
-            return ms[0]
-        return None
+    def attrs(self, ms: dict, *, omero: dict | None = None) -> dict:
+        from ome_zarr_models.v04.image import ImageAttrs
+
+        image = {"multiscales": [ms | {"version": self.version}]} | ({"omero": omero} if omero else {})
+        return ImageAttrs.model_validate(image).model_dump(mode="json", exclude_none=True, by_alias=True)
 
 
 class V05:
-    """OME-Zarr 0.5: zarr v3, everything under the ``ome`` attribute, which holds the version."""
+    """OME-Zarr 0.5: zarr v3 with dimension names, everything under the ``ome`` attribute, which holds the version."""
 
     version = "0.5"
     zarr_format = 3
 
-    def attrs(self, ms: dict) -> dict:
-        return {"ome": {"version": self.version, "multiscales": [ms]}}
+    @staticmethod
+    def array_options(axes: str) -> dict:
+        return {"dimension_names": list(axes)}
 
-    def read(self, attrs: dict) -> dict | None:
-        ome = attrs.get("ome")
-        if isinstance(ome, dict) and str(ome.get("version")) == self.version and ome.get("multiscales"):
-            return ome["multiscales"][0]
-        return None
+    def attrs(self, ms: dict, *, omero: dict | None = None) -> dict:
+        from ome_zarr_models.v05.image import ImageAttrs
+
+        image = {"version": self.version, "multiscales": [ms]} | ({"omero": omero} if omero else {})
+        return {"ome": ImageAttrs.model_validate(image).model_dump(mode="json", exclude_none=True, by_alias=True)}
 
 
 FORMATS = {f.version: f for f in (V04(), V05())}
@@ -80,11 +114,16 @@ def pick_format(version: str):
 
 def read_multiscales(attrs: dict) -> dict | None:
     """The first multiscales entry of an OME-Zarr image of any supported version, or None."""
-    for fmt in FORMATS.values():
-        ms = fmt.read(attrs)
-        if ms is not None:
-            return ms
-    return None
+    found = multiscales_of(attrs)
+    return found[0] if found else None
+
+
+def validate(path) -> object:
+    """The ome-zarr-models image of the OME-Zarr at ``path``; raises where the metadata or the arrays break the spec."""
+    import zarr
+    from ome_zarr_models import open_ome_zarr
+
+    return open_ome_zarr(zarr.open_group(str(path), mode="r"))
 
 
 def run_status(attrs: dict) -> str | None:
@@ -97,6 +136,7 @@ def mark_running(group, params: dict) -> None:
     group.attrs.update({MARKER: {"status": "running", "params": params}})
 
 
-def mark_complete(group, fmt, ms: dict, params: dict) -> None:
+def mark_complete(group, fmt, ms: dict, params: dict, *, omero: dict | None = None, geo: dict | None = None) -> None:
     """One attribute write holding the image metadata and the marker: readers see all of it or none."""
-    group.attrs.update(fmt.attrs(ms) | {MARKER: {"status": "complete", "params": params}})
+    extra = {"geo": geo} if geo else {}
+    group.attrs.update(fmt.attrs(ms, omero=omero) | extra | {MARKER: {"status": "complete", "params": params}})

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_resshift import ome_metadata
 from napari_resshift.errors import ResShiftError
 from napari_resshift.normalization import check_dtype, is_rgba
 from napari_resshift.outofcore import AXES
 
-from . import ome
+from . import geotiff, ome
 
 TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 PICTURES = (".png", ".jpg", ".jpeg")
@@ -44,6 +45,8 @@ class InputImage:
     scale: dict = field(default_factory=dict)
     translation: dict = field(default_factory=dict)
     units: dict = field(default_factory=dict)
+    channels: list = field(default_factory=list)  # omero-like: label, color, window (only what the input says)
+    geo: dict | None = None  # georeferencing of a GeoTIFF, see pipelines.geotiff
 
 
 @functools.lru_cache(maxsize=4)
@@ -143,24 +146,30 @@ def _open_zarr(path: Path) -> InputImage:
     status = ome.run_status(attrs)
     if status is not None and status != "complete":
         raise ResShiftError(f"{path}: an unfinished upscaling output (run interrupted); finish it with --resume")
-    ms = ome.read_multiscales(attrs)
-    if ms is None:
-        raise ResShiftError(f"{path}: a zarr group without OME-Zarr 0.4/0.5 multiscales; pass the array inside it")
-    names = [a["name"] if isinstance(a, dict) else a for a in ms.get("axes", [])]
-    axes = "".join(n.lower() for n in names) if all(len(n) == 1 for n in names) else "?" * len(names)
-    units = {n.lower(): a["unit"] for n, a in zip(names, ms.get("axes", [])) if isinstance(a, dict) and "unit" in a}
-    level0 = ms["datasets"][0]
-    scale, translation = {}, {}
-    for t in level0.get("coordinateTransformations", []):
-        if t.get("type") == "scale":
-            scale = dict(zip(axes, t["scale"]))
-        elif t.get("type") == "translation":
-            translation = dict(zip(axes, t["translation"]))
-    array = zarr.open_array(f"{path}/{level0['path']}", mode="r")
+    parsed = ome_metadata.parse_image(attrs)
+    if parsed is None:
+        raise ResShiftError(_not_an_image(path, node, attrs))
+    level0 = parsed.levels[0]
+    array = zarr.open_array(f"{path}/{level0.path}", mode="r")
     return InputImage(
-        InputSpec(str(path), "zarr", level0["path"]), array, axes, False,
-        scale=scale, translation=translation, units=units,
+        InputSpec(str(path), "zarr", level0.path), array, parsed.axes, False,
+        scale=dict(zip(parsed.axes, level0.scale)), translation=dict(zip(parsed.axes, level0.translation)),
+        units=parsed.units, channels=parsed.channels,
     )
+
+
+def _not_an_image(path: Path, group, attrs: dict) -> str:
+    """What to pass instead of a group that is no OME-Zarr image: a bioformats2raw series, or an array inside."""
+    layout = attrs.get("bioformats2raw.layout") or (attrs.get("ome") or {}).get("bioformats2raw.layout")
+    if layout is not None:
+        series = sorted((k for k in group.group_keys() if k.isdigit()), key=int)
+        if series:
+            pick = " or ".join(str(path / s) for s in series[:3]) + (" ..." if len(series) > 3 else "")
+            return f"{path}: a bioformats2raw container of {len(series)} image(s); pass one image, e.g. {pick}"
+        return f"{path}: a bioformats2raw container without images"
+    arrays = sorted(group.array_keys())
+    hint = f", e.g. {path / arrays[0]}" if arrays else ""
+    return f"{path}: a zarr group without OME-Zarr 0.4/0.5 multiscales; pass an array inside it{hint}"
 
 
 def _open_tiff(path: Path) -> InputImage:
@@ -169,32 +178,74 @@ def _open_tiff(path: Path) -> InputImage:
     with tifffile.TiffFile(path) as tif:
         series = tif.series[0]
         letters = series.axes
-        scale, units = _ome_tiff_pixels(tif.ome_metadata) if tif.is_ome else ({}, {})
+        if tif.is_ome:
+            scale, units, channels = _ome_tiff_pixels(tif.ome_metadata)
+        elif tif.is_imagej:
+            scale, units, channels = _imagej_calibration(tif)
+        else:
+            scale, units, channels = {}, {}, []
+        geo = geotiff.read_geo(tif) if tif.is_geotiff else None
     axes = "".join(TIFF_AXES.get(a, "?") for a in letters)
     if "S" in letters and "C" in letters:
         axes = ""
+    translation = {}
+    if geo is not None:
+        scale, translation, units = geotiff.grid_scale(geo)
+        channels = [{"label": name} for name in geo.get("bands", [])] or channels
     spec = InputSpec(str(path), "tiff")
     array = spec.open_array()
-    return InputImage(spec, array, axes, "S" in letters, scale=scale, units=units)
+    return InputImage(spec, array, axes, "S" in letters, scale=scale, translation=translation, units=units,
+                      channels=channels, geo=geo)
 
 
-def _ome_tiff_pixels(xml: str | None) -> tuple[dict, dict]:
-    """Physical pixel sizes and units from OME-XML (micrometre when the unit is not given)."""
+def _physical(scale: dict, units: dict, axis: str, size, unit) -> None:
+    """Record one axis' pixel size, converted to its NGFF unit; a size without a known unit stays unitless."""
+    name, factor = ome_metadata.ngff_unit(unit) if unit else (None, 1.0)
+    scale[axis] = float(size) * factor
+    if name:
+        units[axis] = name
+
+
+def _ome_tiff_pixels(xml: str | None) -> tuple[dict, dict, list]:
+    """Physical pixel sizes, units (micrometre when not given, as OME says) and channel names/colours of OME-XML."""
     if not xml:
-        return {}, {}
+        return {}, {}, []
     try:
         pixels = next(e for e in ET.fromstring(xml).iter() if e.tag.endswith("Pixels"))
     except (ET.ParseError, StopIteration):
-        return {}, {}
+        return {}, {}, []
     scale, units = {}, {}
     for a in "zyx":
         size = pixels.get(f"PhysicalSize{a.upper()}")
         if size is not None:
-            scale[a] = float(size)
-            units[a] = {"µm": "micrometer", "um": "micrometer", "nm": "nanometer", "mm": "millimeter"}.get(
-                pixels.get(f"PhysicalSize{a.upper()}Unit", "µm"), "micrometer"
-            )
-    return scale, units
+            _physical(scale, units, a, size, pixels.get(f"PhysicalSize{a.upper()}Unit", "µm"))
+    channels = []
+    for element in (e for e in pixels if e.tag.endswith("Channel")):
+        channel = {"label": element.get("Name")} if element.get("Name") else {}
+        if element.get("Color") is not None:  # signed 32-bit RGBA
+            channel["color"] = f"{(int(element.get('Color')) & 0xFFFFFFFF) >> 8:06X}"
+        channels.append(channel)
+    return scale, units, channels if any(channels) else []
+
+
+def _imagej_calibration(tif) -> tuple[dict, dict, list]:
+    """ImageJ hyperstack calibration: X/YResolution (pixels per unit), ``spacing`` for z, ``unit`` and ``Ranges``."""
+    meta = tif.imagej_metadata or {}
+    unit = str(meta.get("unit", ""))
+    if "\\u" in unit:  # ImageJ escapes non-ASCII, e.g. \u00B5m
+        unit = unit.encode().decode("unicode_escape")
+    tags = tif.pages[0].tags
+    scale, units = {}, {}
+    for axis, tag in (("y", "YResolution"), ("x", "XResolution")):
+        if tag in tags:
+            numerator, denominator = tags[tag].value
+            if numerator and denominator and (numerator, denominator) != (1, 1):
+                _physical(scale, units, axis, denominator / numerator, unit)
+    if "spacing" in meta:
+        _physical(scale, units, "z", meta["spacing"], unit)
+    ranges = meta.get("Ranges") or ()
+    channels = [{"window": {"start": float(lo), "end": float(hi)}} for lo, hi in zip(ranges[::2], ranges[1::2])]
+    return scale, units, channels
 
 
 def _open_picture(path: Path) -> InputImage:

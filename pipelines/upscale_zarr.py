@@ -18,7 +18,7 @@ from napari_resshift.errors import ResShiftError, run_cli
 from napari_resshift.outofcore import MIN_CHUNK, Layout, cached_upscaler, fit_normalization
 from napari_resshift.normalization import Normalization
 
-from . import execute, ome, readers
+from . import batch, execute, geotiff, ome, readers, tiff_output
 from .example import write_example
 
 RESUME_KEYS = ("input_shape", "axes", "rgb", "model", "scale", "seed", "tile", "overlap", "dtype", "levels", "format")
@@ -32,8 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         "mean of the three; a YXC image with 3 channels, or 4 whose 4th is transparency, (or --rgb) goes through as "
         "RGB(A); a 4th band that is not transparency (e.g. near infrared) makes every channel go alone.",
     )
-    p.add_argument("input", nargs="?", help="zarr array, OME-Zarr image (0.4/0.5), TIFF/OME-TIFF, PNG or JPEG")
-    p.add_argument("-o", "--output", help="output OME-Zarr (default: INPUT_x4.ome.zarr next to the input)")
+    p.add_argument("input", nargs="?", help="zarr array, OME-Zarr image (0.4/0.5), TIFF/OME-TIFF/GeoTIFF, PNG or JPEG; "
+                   "or a folder or quoted glob of them, each upscaled on its own")
+    p.add_argument("-o", "--output", help="output: an OME-Zarr (.ome.zarr), or a tiled BigTIFF (.tif), georeferenced "
+                   "like a GeoTIFF input; a folder for a folder or glob of inputs (default: INPUT_x4.ome.zarr next "
+                   "to each input)")
     p.add_argument("--model", default="default", help="a shipped model (default: real images with noise, blur or "
                    "JPEG; clean: clean, bicubic-like images) or a model file/folder (default: default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
@@ -64,7 +67,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda _: run(args), argv, interrupted="interrupted; rerun with --resume to finish")
+    return run_cli(lambda _: dispatch(args), argv, interrupted="interrupted; rerun with --resume to finish")
+
+
+def dispatch(args) -> int:
+    """A folder or glob of inputs one file at a time, each resumable; a TIFF output through a staging OME-Zarr."""
+    if args.example or not args.input or not batch.is_batch(args.input):
+        return run_to(args, args.input, Path(args.output) if args.output else None)
+    sources = batch.batch_inputs(args.input)
+    folder = Path(args.output) if args.output else None
+    if folder is not None:
+        if folder.suffix:
+            raise ResShiftError(f"{folder}: with a folder or pattern of inputs, -o names the folder of the outputs")
+        folder.mkdir(parents=True, exist_ok=True)
+    for k, source in enumerate(sources, 1):
+        if not args.quiet:
+            print(f"[{k}/{len(sources)}] {source}")
+        target = default_output(source)
+        run_to(args, str(source), folder / target.name if folder else target)
+    return 0
+
+
+def run_to(args, source, output: Path | None) -> int:
+    """``run`` for one input into an OME-Zarr, or into a TIFF written from the finished OME-Zarr."""
+    one = argparse.Namespace(**vars(args) | {"input": source, "output": output})
+    if output is None or args.example or batch.output_kind(output) == "zarr":
+        return run(one)
+    check_output_path(Path(source), output, overwrite=args.overwrite, resume=args.resume)
+    staging = batch.staging_path(output)
+    if output.exists() and args.resume and not staging.exists():
+        print(f"{output}: already complete; nothing to do")
+        return 0
+    one.output = staging
+    run(one)
+    tiff_output.write_tiff(staging, output, rgb=zarr_attrs(staging)[ome.MARKER]["params"]["rgb"])
+    shutil.rmtree(staging)  # this run's own intermediate, now in the TIFF
+    if not args.quiet:
+        print(f"wrote {output}")
+    return 0
+
+
+def zarr_attrs(path: Path) -> dict:
+    import zarr
+
+    return zarr.open_group(str(path), mode="r").attrs.asdict()
 
 
 def run(args) -> int:
@@ -124,7 +170,11 @@ def run(args) -> int:
         layout.target_axes, levels=params["levels"], scale=params["output_scale"],
         translation=params["output_translation"], units=image.units, name=Path(args.input).name,
     )
-    ome.mark_complete(group, fmt, ms, params)
+    count = layout.target_shape[layout.target_axes.index("c")] if "c" in layout.target_axes else 1
+    channels = image.channels if len(image.channels) == count else []
+    omero = channels and ome.omero(channels, low=norm.low, high=norm.high, dtype=params["dtype"])
+    geo = image.geo and geotiff.upscaled(image.geo, upscaler.scale)
+    ome.mark_complete(group, fmt, ms, params, omero=omero or None, geo=geo)
     shutil.rmtree(output / execute.DONE_DIR, ignore_errors=True)
     if not args.quiet:
         shape = " x ".join(map(str, layout.target_shape))
@@ -250,7 +300,7 @@ def create_output(output: Path, layout: Layout, params: dict, fmt):
     import zarr
 
     group = zarr.open_group(str(output), mode="w", zarr_format=fmt.zarr_format)
-    extra = {"dimension_names": list(layout.target_axes)} if fmt.zarr_format == 3 else {}
+    extra = fmt.array_options(layout.target_axes)
     for k, shape in enumerate(level_shapes(layout, params["levels"])):
         chunks = tuple(min(c, n) for c, n in zip(layout.target_chunks, shape))
         group.create_array(str(k), shape=shape, chunks=chunks, dtype=params["dtype"], fill_value=0, **extra)

@@ -40,3 +40,38 @@ def kit(request) -> Kit:
     if not (request.param / "config.json").exists():
         pytest.skip(f"{request.param} is not a parity kit (no config.json)")
     return Kit(request.param)
+
+
+def check_ome_zarr(path) -> dict:
+    """Every OME-Zarr output of the tests: valid for ome-zarr-models, and read back by ome-zarr-py with the same
+    level-0 shape and transforms. Returns the root attributes.
+    """
+    import zarr
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    from pipelines import ome
+
+    model = ome.validate(path)
+    attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+    ms = ome.read_multiscales(attrs)
+    assert type(model).__name__ == "Image" and model.ome_zarr_version == ("0.5" if "ome" in attrs else "0.4")
+    node = next(iter(Reader(parse_url(str(path)))()))
+    group = zarr.open_group(str(path), mode="r")
+    assert node.data[0].shape == group[ms["datasets"][0]["path"]].shape
+    assert node.metadata["coordinateTransformations"][0] == ms["datasets"][0]["coordinateTransformations"]
+    return attrs
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> str:
+    """The tiny random ResShift the pipeline tests run (fast, deterministic)."""
+    import torch
+
+    from napari_resshift.loading import make_card, save_model
+    from napari_resshift.model import ResShiftModel
+    from napari_resshift.registry import architecture
+
+    torch.manual_seed(0)
+    model = ResShiftModel(architecture("tiny")).eval()
+    return str(save_model(model, tmp_path_factory.mktemp("model") / "tiny.safetensors", make_card(model, name="tiny")))

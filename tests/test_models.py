@@ -12,6 +12,8 @@ from napari_resshift.model import ResShiftModel
 from napari_resshift.registry import PRESETS, SHIPPED, architecture
 from pipelines import upscale_zarr
 
+from conftest import check_ome_zarr
+
 
 @pytest.fixture(scope="module")
 def conv_model():
@@ -105,6 +107,7 @@ def test_shipped_models_run_in_the_pipeline(name, tmp_path):
     zarr.open_array(str(src), mode="w", shape=(20, 24), dtype="uint16")[:] = np.arange(480).reshape(20, 24)
     out = tmp_path / "out.ome.zarr"
     assert upscale_zarr.main([str(src), "-o", str(out), "--model", name, "--quiet", "--levels", "1"]) == 0
+    check_ome_zarr(out)
     group = zarr.open_group(str(out), mode="r")
     assert group["0"].shape == (80, 96)
     params = group.attrs["resshift"]["params"]

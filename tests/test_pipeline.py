@@ -16,6 +16,8 @@ from napari_resshift.normalization import Normalization
 from napari_resshift.registry import architecture
 from pipelines import ome, upscale_zarr
 
+from conftest import check_ome_zarr
+
 TILE, OVERLAP = 16, 4
 
 
@@ -32,7 +34,7 @@ def upscale(model_path, src, out, *extra):
             "--quiet", "--seed", "3", *extra]
     assert upscale_zarr.main(argv) == 0
     group = zarr.open_group(str(out), mode="r")
-    return group["0"][:], group.attrs.asdict()
+    return group["0"][:], check_ome_zarr(out)
 
 
 def engine_reference(model_path, plane, *, norm, plane_offset=0, rgb=False, channel_axis=None, dtype=None):
@@ -100,7 +102,7 @@ def test_ome_zarr_tczyx_metadata_round_trip(model_path, tmp_path, version):
     out, attrs = upscale(model_path, src, tmp_path / "out.zarr", "--format", version)
     assert out.shape == (1, 2, 1, 48, 56)
     ms = ome.read_multiscales(attrs)
-    assert (ome.FORMATS[version].read(attrs) is ms) or ms == ome.FORMATS[version].read(attrs)
+    assert ("ome" in attrs) == (version == "0.5")
     assert [a["name"] for a in ms["axes"]] == list("tczyx")
     assert ms["axes"][4]["unit"] == "micrometer" and ms["axes"][0]["unit"] == "second"
     scale, translation = (t[t["type"]] for t in ms["datasets"][0]["coordinateTransformations"])
@@ -186,6 +188,7 @@ def test_example_then_default_output_and_refusals(model_path, tmp_path, capsys, 
     demo = tmp_path / "demo.zarr"
     assert upscale_zarr.main(["--example", str(demo)]) == 0
     assert zarr.open_group(str(demo), mode="r")["0"].dtype == np.uint16
+    check_ome_zarr(demo)
     from napari_resshift.registry import Preset
 
     monkeypatch.setattr(Preset, "packaged_path", lambda self: tmp_path / "missing.safetensors")

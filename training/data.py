@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_resshift import normalization
+from napari_resshift import normalization, ome_metadata
 from napari_resshift.errors import ResShiftError
 
 from .degradations import DEGRADATIONS
@@ -160,14 +160,11 @@ def _read_zarr(path: Path) -> tuple[Any, str, list[tuple[int, int]]]:
             return array, "YXC", [(0, 3)] if rgb else [(c, c + 1) for c in range(array.shape[-1])]
         axes = "Q" * (array.ndim - 2) + "YX"
     else:
-        attrs = dict(node.attrs)
-        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
-        if not multiscales:
+        image = ome_metadata.parse_image(dict(node.attrs))
+        if image is None:
             raise ValueError("a zarr group without OME-Zarr multiscales metadata; pass the array's path instead")
-        meta = multiscales[0]
-        array = node[meta["datasets"][0]["path"]]
-        names = [(a["name"] if isinstance(a, dict) else a).lower() for a in meta.get("axes", "tczyx"[-array.ndim:])]
-        axes = "".join(OME_AXES.get(n, "Q") for n in names)
+        array = node[image.levels[0].path]
+        axes = "".join(OME_AXES.get(n, "Q") for n in image.axes or "tczyx"[-array.ndim:])
     channels = array.shape[axes.index("C")] if "C" in axes else 1
     return array, axes, [(c, c + 1) for c in range(channels)]
 
