@@ -39,20 +39,19 @@ def licences(manifest: Path, used: set[str]) -> dict[str, str]:
 
 
 def stages(card: dict) -> list[dict]:
-    """The training stages behind a model, oldest first, following each card's ``init`` to the model it started from;
-    a stage that started from a shipped model takes that model's recorded history."""
+    """The training stages behind a model, oldest first, following each card's ``init`` to the model it started from,
+    up to a shipped card, whose recorded history comes first."""
     chain = []
     while card is not None:
         t = card["training"]
+        if "stages" in t:
+            return t["stages"] + chain
         chain.insert(0, {k: t.get(k) for k in ("init", "degradation", "iterations", "wall_time_s", "lr", "ema",
                                                "batch", "crop", "rollout", "precision")}
                      | {"kappa": card["config"]["diffusion"]["params"]["kappa"]})
         init = t["init"].split(" (")[0]
-        if (WEIGHTS / f"{init}.json").is_file():
-            shipped = json.loads((WEIGHTS / f"{init}.json").read_text())["training"]["stages"]
-            # re-shipping the same model (new metrics): the shipped history already ends with this chain
-            return shipped if shipped[-len(chain):] == chain else shipped + chain
-        parent = Path(init).with_suffix(".json")
+        named = WEIGHTS / f"{init}.json"
+        parent = named if named.is_file() else Path(init).with_suffix(".json")
         card = json.loads(parent.read_text()) if parent.is_file() else None
     return chain
 

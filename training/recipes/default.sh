@@ -23,6 +23,6 @@ stage() {  # NAME INIT LR ITERATIONS DATA...
 }
 stage stage1 "$CLEAN/stage1/model.safetensors" 2e-4 8000 "blind-natural=$T/natural" \
   $(times 3 "blind-microscopy=$T/microscopy") $(times 8 "blind-satellite=$T/satellite")
-stage stage2 "$R/stage1/model.safetensors" 1e-4 5000 $(times 2 "blind-natural=$T/natural") "bicubic=$T/natural" \
+stage stage2 "$R/stage1/model.safetensors" 1e-4 3000 $(times 2 "blind-natural=$T/natural") "bicubic=$T/natural" \
   $(times 3 "blind-microscopy=$T/microscopy") $(times 2 "bicubic=$T/microscopy") \
   $(times 4 "blind-satellite=$T/satellite") $(times 2 "bicubic=$T/satellite")
