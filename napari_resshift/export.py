@@ -21,7 +21,7 @@ from . import __version__
 from ._sample_data import SIZE, cell_image
 from .engine import Upscaler
 from .errors import ResShiftError, run_cli
-from .loading import load_model
+from .loading import atomic_write, load_model
 from .model import ResShiftModel
 from .normalization import DEFAULT_PERCENTILES
 from .zoo_module import NORMALIZATION, ZooUpscaler
@@ -53,16 +53,27 @@ def is_own_package(path: Path) -> bool:
         return False
 
 
-def check_target(path, *, overwrite: bool = False) -> Path:
-    """The package path, refused when it holds something that is not ours to replace."""
+def require_spec():
+    """The bioimageio.spec 0.5 model module, or one line saying how to install it."""
+    try:
+        from bioimageio.spec.model import v0_5
+    except ImportError:
+        raise ResShiftError("the BioImage.io export needs bioimageio.spec: "
+                            "pip install 'napari-resshift[bioimageio]'") from None
+    return v0_5
+
+
+def check_package_path(path, *, overwrite: bool = False) -> Path:
+    """The package path, refused when it holds anything but (with ``overwrite``) a package this program wrote."""
+    require_spec()
     path = Path(path)
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return path
-    if overwrite and is_own_package(path):
+    own = is_own_package(path)
+    if overwrite and own:
         return path
-    what = "a BioImage.io package" if is_own_package(path) else "files"
-    raise ResShiftError(f"{path}: already holds {what}; choose a new folder (or .zip)"
-                        + (" or pass --overwrite" if what != "files" else ""))
+    raise ResShiftError(f"{path}: already holds {'a BioImage.io package' if own else 'files'}; choose a new folder "
+                        "(or .zip)" + (" or pass --overwrite" if own else ""))
 
 
 def input_size(upscaler: Upscaler) -> tuple[int, int]:
@@ -93,18 +104,21 @@ def package_name(card: dict) -> str:
     return f"ResShift x{card.get('scale', 4)} super-resolution ({name})"[:64]
 
 
-def documentation(card: dict, *, halo: int, scale: int, tile: int, overlap: int, seed: int, rgb: bool) -> str:
-    """The package's README.md: what goes in and out, how, how to validate, what to cite."""
+def documentation(card: dict, *, steps: int, halo: int, scale: int, tile: int, overlap: int, seed: int,
+                  rgb: bool) -> str:
+    """The package's README.md: what goes in and out, how, how to validate, what to cite, the weights' sources."""
     training = card.get("training") or {}
-    channels = "RGB, upscaled as one triplet" if rgb else "one channel (upscale multichannel images channel by channel)"
-    steps = card.get("config", {}).get("diffusion", {}).get("params", {}).get("steps", 4)
-    trained = (f"Trained for {training['iterations']} iterations on {training.get('degradation', 'its data')}.\n"
+    trained = (f"Trained for {training['iterations']} iterations on {training.get('degradation', 'its data')}."
                if training.get("iterations") else "")
+    summary = " ".join([str(card.get("description") or f"A ResShift x{scale} super-resolution model").rstrip(".")
+                        + ".", trained]).strip()
+    channels = "RGB, upscaled as one triplet" if rgb else "one channel (multichannel images: channel by channel)"
     low, high = DEFAULT_PERCENTILES
+    sources = training.get("licence_note")
+    citations = "\n".join(f"- {text} (doi:{doi})" for text, doi in CITATIONS)
     return f"""# {package_name(card)}
 
-{card.get('description') or 'A ResShift x4 super-resolution model.'}
-{trained}
+{summary}
 Exported by napari-resshift {__version__} from its model `{card.get('name', 'custom')}` ({card.get('mode')} mode).
 
 ## Inputs and outputs
@@ -113,26 +127,31 @@ Exported by napari-resshift {__version__} from its model `{card.get('name', 'cus
 - `seed`: (batch,), int64: the sampler's noise. The same image and seed give the same output.
 - `upscaled`: (batch, channel, {scale}y, {scale}x), float32, in the input's intensity units.
 
-The module runs napari-resshift's own engine: per image and channel, the {low} and {high} percentiles map to
-[-1, 1] (the model's range) and back; the input is cut into tiles of {tile} px overlapping by {overlap} px,
-each sampled in {steps} diffusion steps
-with position-keyed noise and blended. The normalisation stays inside the module because mapping the output back
-needs the input's percentiles, which no processing step of the specification provides.
-The halo, {halo} input px ({halo * scale} output px), is the denoiser's receptive field: crop that much from each
-side of an output tile when tiling outside the module.
+The module runs napari-resshift's own engine. Per image and channel, the {low} and {high} percentiles map to
+[-1, 1], the model's range, and back. The image is cut into tiles of {tile} px overlapping by {overlap} px; each
+is sampled in {steps} diffusion steps with position-keyed noise, and the tiles are blended. The normalisation is
+inside the module: mapping the output back needs the input's percentiles, which no processing step of the
+specification provides. The halo, {halo} input px ({halo * scale} output px), is the denoiser's receptive field:
+crop that much from each side of an output tile when tiling outside the module.
 
-The weights are a `pytorch_state_dict` of `napari_resshift.zoo_module.ZooUpscaler`: install napari-resshift
-(`pip install napari-resshift`) where the package runs.
+The weights are a `pytorch_state_dict` of `napari_resshift.zoo_module.ZooUpscaler`; the environment that runs
+them needs napari-resshift (`pip install napari-resshift`).
 
 ## Validation
 
-The test pair is the engine's output for the included generated cell image with seed {seed}; `bioimageio test
-{RDF}` recreates it. To validate on your own data, reduce high-resolution images {scale}x by area averaging,
-upscale them with this model and compare with the originals (PSNR, SSIM) against bicubic interpolation.
+The test output is napari-resshift's result for the included generated cell image with seed {seed};
+`bioimageio test {RDF}` recreates it. To validate the model on your own data, reduce high-resolution images
+{scale}x by area averaging, upscale them with this model and compare with the originals (PSNR, SSIM), next to
+bicubic interpolation.
 
 ## Citation
 
-""" + "\n".join(f"- {text} (doi:{doi})" for text, doi in CITATIONS) + "\n"
+{citations}
+
+## Licence
+
+The code is BSD-3-Clause (napari-resshift).{f' Training data: {sources}.' if sources else ''}
+"""
 
 
 def environment() -> str:
@@ -147,16 +166,13 @@ def environment() -> str:
 def export_package(model: ResShiftModel, card: dict, path, *, seed: int = TEST_SEED, rgb: bool = False,
                    overwrite: bool = False) -> Path:
     """Write ``model`` as a BioImage.io package: a folder, or a zip file when ``path`` ends in .zip."""
-    try:
-        from bioimageio.spec import ValidationContext, save_bioimageio_package, save_bioimageio_package_as_folder
-        from bioimageio.spec.model import v0_5 as bio
-    except ImportError:
-        raise ResShiftError("the BioImage.io export needs bioimageio.spec: pip install 'napari-resshift[bioimageio]'"
-                            ) from None
     if seed == 0:
         raise ResShiftError("seed 0 cannot be a test input: the specification refuses all-zero test tensors; "
                             "choose another seed")
-    path = check_target(path, overwrite=overwrite)
+    path = check_package_path(path, overwrite=overwrite)
+    bio = require_spec()
+    from bioimageio.spec import ValidationContext, save_bioimageio_package, save_bioimageio_package_as_folder
+
     upscaler = Upscaler(model, card=card, device="cpu")
     scale, halo = upscaler.scale, upscaler.halo
     tile, overlap = upscaler.tiling()
@@ -177,7 +193,8 @@ def export_package(model: ResShiftModel, card: dict, path, *, seed: int = TEST_S
         np.save(stage / "test_output.npy", hr[None])
         torch.save({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, stage / "weights.pt")
         (stage / "README.md").write_text(
-            documentation(card, halo=halo, scale=scale, tile=tile, overlap=overlap, seed=seed, rgb=rgb))
+            documentation(card, steps=model.schedule.steps, halo=halo, scale=scale, tile=tile, overlap=overlap,
+                          seed=seed, rgb=rgb))
         (stage / "environment.yaml").write_text(environment())
         cover(lr, hr, stage / "cover.png")
 
@@ -225,10 +242,10 @@ def export_package(model: ResShiftModel, card: dict, path, *, seed: int = TEST_S
                                                  "scope": "per image and channel"},
                                "tile": tile, "overlap": overlap, "halo": halo}},
             )
-            if path.suffix == ".zip":
-                save_bioimageio_package(descr, output_path=path)
-            else:
-                save_bioimageio_package_as_folder(descr, output_path=path)
+        if path.suffix == ".zip":  # through a temporary file: a failed export leaves an older package intact
+            atomic_write(path, lambda tmp: save_bioimageio_package(descr, output_path=Path(tmp)))
+        else:
+            save_bioimageio_package_as_folder(descr, output_path=path)
     return path
 
 
