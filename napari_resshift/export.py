@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from . import __version__
-from ._sample_data import SIZE, cell_image
+from ._sample_data import cell_image
 from .engine import Upscaler
 from .errors import ResShiftError, run_cli
 from .loading import atomic_write, load_model
@@ -36,6 +36,7 @@ CITATIONS = [
 ]
 TAGS = ["super-resolution", "diffusion", "resshift", "image-restoration", "denoising", "2d", "pytorch",
         "microscopy", "napari", "napari-resshift"]
+TEST_SIDE = 64  # LR pixels of the test image at least: small, so that a package tests in seconds
 TEST_SEED = 1  # not 0: the specification refuses all-zero test tensors
 NAME_CHARACTERS = set(string.ascii_letters + string.digits + "_+- ()")
 
@@ -73,7 +74,7 @@ def check_package_path(path, *, overwrite: bool = False) -> Path:
     if overwrite and own:
         return path
     raise ResShiftError(f"{path}: already holds {'a BioImage.io package' if own else 'files'}; choose a new folder "
-                        "(or .zip)" + (" or pass --overwrite" if own else ""))
+                        "(or .zip)" + (" or allow overwriting" if own else ""))
 
 
 def input_size(upscaler: Upscaler) -> tuple[int, int]:
@@ -177,7 +178,7 @@ def export_package(model: ResShiftModel, card: dict, path, *, seed: int = TEST_S
     scale, halo = upscaler.scale, upscaler.halo
     tile, overlap = upscaler.tiling()
     low, step = input_size(upscaler)
-    side = low + step * math.ceil(max(0, SIZE - low) / step)
+    side = low + step * math.ceil(max(0, TEST_SIDE - low) / step)
     lr = test_image(side, rgb=rgb)
     hr = upscaler.upscale(lr, channel_axis=0, rgb=rgb, seed=seed, norm=NORMALIZATION, dtype=np.float32).image
     kwargs = {"config": model.config, "name": str(card.get("name", "custom")), "tile": tile, "overlap": overlap,
