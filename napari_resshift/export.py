@@ -83,7 +83,7 @@ def input_size(upscaler: Upscaler) -> tuple[int, int]:
     return math.ceil((2 * upscaler.halo + 1) / step) * step, step
 
 
-def test_image(side: int, *, rgb: bool) -> np.ndarray:
+def make_test_image(side: int, *, rgb: bool) -> np.ndarray:
     """float32 [C, side, side]: the plugin's generated cells (three differently seeded fields for RGB)."""
     planes = [cell_image(size=side, seed=7 + c) for c in range(3 if rgb else 1)]
     return np.stack(planes).astype(np.float32)
@@ -101,8 +101,9 @@ def cover(lr: np.ndarray, hr: np.ndarray, path: Path) -> None:
 
 
 def package_name(card: dict) -> str:
-    name = "".join(c if c in NAME_CHARACTERS else "-" for c in str(card.get("name", "custom")))
-    return f"ResShift x{card.get('scale', 4)} super-resolution ({name})"[:64]
+    """The zoo's name: its characters only, and within the 64 it recommends."""
+    name = "".join(c if c in NAME_CHARACTERS else "-" for c in str(card.get("name", "custom")))[:30]
+    return f"ResShift x{card.get('scale', 4)} super-resolution ({name})"
 
 
 def documentation(card: dict, *, steps: int, halo: int, scale: int, tile: int, overlap: int, seed: int,
@@ -164,6 +165,28 @@ def environment() -> str:
     }, sort_keys=False)
 
 
+def tensors(bio, stage: Path, *, rgb: bool, size: tuple[int, int], scale: int, halo: int) -> tuple[list, list]:
+    """Input (``image``, ``seed``) and output (``upscaled``) descriptions, with the test tensors in ``stage``."""
+    channels = [bio.Identifier(c) for c in (("red", "green", "blue") if rgb else ("gray",))]
+    low, step = size
+    space = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=low, step=step)) for a in "yx"]
+    up = [bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), scale=1 / scale, halo=halo * scale,
+                                      size=bio.SizeReference(tensor_id=bio.TensorId("image"), axis_id=a))
+          for a in "yx"]
+    def tensor(kind, name: str, test: str, dtype: str, description: str, axes: list):
+        return kind(id=bio.TensorId(name), description=description, axes=[bio.BatchAxis(), *axes],
+                    test_tensor=bio.FileDescr(source=stage / f"{test}.npy"),
+                    data=bio.IntervalOrRatioDataDescr(type=dtype))
+
+    channel = bio.ChannelAxis(channel_names=channels)
+    inputs = [tensor(bio.InputTensorDescr, "image", "test_input", "float32", "image in any intensity units",
+                     [channel, *space]),
+              tensor(bio.InputTensorDescr, "seed", "test_seed", "int64", "the sampler's noise seed, one per image", [])]
+    outputs = [tensor(bio.OutputTensorDescr, "upscaled", "test_output", "float32",
+                      f"x{scale} image in the input's intensity units", [channel, *up])]
+    return inputs, outputs
+
+
 def export_package(model: ResShiftModel, card: dict, path, *, seed: int = TEST_SEED, rgb: bool = False,
                    overwrite: bool = False) -> Path:
     """Write ``model`` as a BioImage.io package: a folder, or a zip file when ``path`` ends in .zip."""
@@ -179,13 +202,12 @@ def export_package(model: ResShiftModel, card: dict, path, *, seed: int = TEST_S
     tile, overlap = upscaler.tiling()
     low, step = input_size(upscaler)
     side = low + step * math.ceil(max(0, TEST_SIDE - low) / step)
-    lr = test_image(side, rgb=rgb)
+    lr = make_test_image(side, rgb=rgb)
     hr = upscaler.upscale(lr, channel_axis=0, rgb=rgb, seed=seed, norm=NORMALIZATION, dtype=np.float32).image
     kwargs = {"config": model.config, "name": str(card.get("name", "custom")), "tile": tile, "overlap": overlap,
               "rgb": rgb}
     module = ZooUpscaler(**kwargs)
     module.model.load_state_dict(model.state_dict())
-    channels = [bio.Identifier(c) for c in (("red", "green", "blue") if rgb else ("gray",))]
 
     with tempfile.TemporaryDirectory() as tmp:
         stage = Path(tmp)
@@ -199,12 +221,8 @@ def export_package(model: ResShiftModel, card: dict, path, *, seed: int = TEST_S
         (stage / "environment.yaml").write_text(environment())
         cover(lr, hr, stage / "cover.png")
 
-        space = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=low, step=step))
-                 for a in "yx"]
-        up = [bio.SpaceOutputAxisWithHalo(id=bio.AxisId(a), scale=1 / scale, halo=halo * scale,
-                                          size=bio.SizeReference(tensor_id=bio.TensorId("image"), axis_id=a))
-              for a in "yx"]
         with ValidationContext(root=stage, perform_io_checks=True):
+            inputs, outputs = tensors(bio, stage, rgb=rgb, size=(low, step), scale=scale, halo=halo)
             descr = bio.ModelDescr(
                 name=package_name(card),
                 description=(f"ResShift x{scale} diffusion super-resolution, {model.schedule.steps} steps: "
@@ -215,22 +233,8 @@ def export_package(model: ResShiftModel, card: dict, path, *, seed: int = TEST_S
                 tags=TAGS,
                 documentation=bio.FileDescr(source=stage / "README.md"),
                 covers=[bio.FileDescr(source=stage / "cover.png")],
-                inputs=[
-                    bio.InputTensorDescr(
-                        id=bio.TensorId("image"), description="image in any intensity units",
-                        axes=[bio.BatchAxis(), bio.ChannelAxis(channel_names=channels), *space],
-                        test_tensor=bio.FileDescr(source=stage / "test_input.npy"),
-                        data=bio.IntervalOrRatioDataDescr(type="float32")),
-                    bio.InputTensorDescr(
-                        id=bio.TensorId("seed"), description="the sampler's noise seed, one per image",
-                        axes=[bio.BatchAxis()], test_tensor=bio.FileDescr(source=stage / "test_seed.npy"),
-                        data=bio.IntervalOrRatioDataDescr(type="int64")),
-                ],
-                outputs=[bio.OutputTensorDescr(
-                    id=bio.TensorId("upscaled"), description=f"x{scale} image in the input's intensity units",
-                    axes=[bio.BatchAxis(), bio.ChannelAxis(channel_names=channels), *up],
-                    test_tensor=bio.FileDescr(source=stage / "test_output.npy"),
-                    data=bio.IntervalOrRatioDataDescr(type="float32"))],
+                inputs=inputs,
+                outputs=outputs,
                 weights=bio.WeightsDescr(pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
                     source=stage / "weights.pt",
                     architecture=bio.ArchitectureFromLibraryDescr(
