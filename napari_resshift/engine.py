@@ -104,11 +104,14 @@ class Upscaler:
             raise ResShiftError(f"the tile ({tile} px) must be positive and larger than the overlap ({overlap} px)")
         return tile, overlap
 
+    @property
+    def halo(self) -> int:
+        """The denoiser's reach in LR pixels: a UNet's coarsest attention window, a conv net's receptive field."""
+        return self.model.unet.halo // max(1, self.model.latent_factor)
+
     def default_overlap(self, tile: int) -> int:
-        """Halo in LR pixels: the model card's, else the denoiser's (a UNet's coarsest attention window, a conv
-        net's receptive field); at most a quarter of the tile."""
-        halo = self.model.unet.halo // max(1, self.model.latent_factor)
-        return max(4, min(int(self.card.get("overlap") or halo), tile // 4))
+        """Overlap in LR pixels: the model card's, else the denoiser's halo; at most a quarter of the tile."""
+        return max(4, min(int(self.card.get("overlap") or self.halo), tile // 4))
 
     @torch.inference_mode()
     def super_resolve(self, lr: torch.Tensor, *, noise: diffusion.NoiseSource, callback=None) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 
 from napari_resshift.engine import pick_device
 from napari_resshift.errors import ResShiftError, run_cli
+from napari_resshift.export import check_package_path, export_package
 from napari_resshift.loading import (
     load_model,
     load_project_model,
@@ -44,13 +45,14 @@ DEFAULTS = {
     "resume": None, "init": None, "arch": "small", "config": None, "mode": "latent", "autoencoder": None, "kappa": None,
     "rollout": 0.0, "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256, "val_size": 256,
     "val_images": 8,
-    "device": "auto", "name": None, "export_official": None, "no_quantize": False, "commitment": 0.25,
+    "device": "auto", "name": None, "export_official": None, "export_bioimageio": None, "no_quantize": False,
+    "commitment": 0.25,
     "tensorboard": True,
     **{f.name: f.default for f in fields(Settings)},
 }
 # What may differ when a run is resumed: nothing that changes which batches or weights come next, except length.
 RESUME_OVERRIDES = {"resume", "iterations", "device", "workers", "val_every", "checkpoint_every", "log_every",
-                    "time_limit", "export_official", "name", "tensorboard"}
+                    "time_limit", "export_official", "export_bioimageio", "name", "tensorboard"}
 
 
 class RecipeParser(argparse.ArgumentParser):
@@ -130,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="CSV logs only")
     r.add_argument("--name", help="model name in the card (default: the run folder's name)")
     r.add_argument("--export-official", help="also write unet.pth / autoencoder.pth / config.yaml to this folder")
+    r.add_argument("--export-bioimageio", help="also write a BioImage.io model-zoo package to this folder (or .zip)")
     return p
 
 
@@ -297,6 +300,8 @@ def export(trainer: Trainer, opts: argparse.Namespace, files: dict, origin: str)
     path = save_model(model, Path(opts.run) / "model.safetensors", card, overwrite=True)
     if opts.export_official:
         save_official(model, opts.export_official, overwrite=True)
+    if opts.export_bioimageio:  # replaces only a package of ours: the path was empty when the run started
+        export_package(model, card, opts.export_bioimageio, overwrite=True)
     return path, card
 
 
@@ -319,6 +324,8 @@ def train(argv=None) -> Outcome:
         )
     if opts.export_official and not resuming and (Path(opts.export_official) / "unet.pth").exists():
         raise ResShiftError(f"{opts.export_official}: already holds unet.pth; choose another --export-official folder")
+    if opts.export_bioimageio and not resuming:
+        check_package_path(opts.export_bioimageio)
     settings = settings_of(opts)
     micro = settings.batch // settings.accumulation  # raises early on a --batch that --micro-batch does not divide
     device = pick_device(opts.device)
@@ -364,7 +371,8 @@ def train(argv=None) -> Outcome:
         logbook.close()
     trainer.final_weights()
     path, card = export(trainer, opts, files, origin)
-    print(f"exported: {path}" + (f" and {opts.export_official}" if opts.export_official else ""), flush=True)
+    also = [p for p in (opts.export_official, opts.export_bioimageio) if p]
+    print(f"exported: {path}" + "".join(f" and {p}" for p in also), flush=True)
     return Outcome(model, card, path, trainer)
 
 
