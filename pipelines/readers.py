@@ -5,14 +5,16 @@ picklable ``InputSpec`` from which a worker reopens it. Every failure is one ``R
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from napari_resshift.errors import ResShiftError
+from napari_resshift.errors import ResShiftError, reported
 from napari_resshift.normalization import check_dtype, is_rgba
 from napari_resshift.outofcore import AXES
 
@@ -70,7 +72,7 @@ def open_input(path, *, axes: str | None = None, rgb: bool | None = None) -> Inp
     path = Path(path)
     if not path.exists():
         raise ResShiftError(f"{path}: no such file or folder")
-    try:
+    with reported(f"{path}: cannot be read", hint="; is it a complete zarr, TIFF, PNG or JPEG?"), _tifffile_log_held():
         if path.is_dir():
             image = _open_zarr(path)
         elif path.suffix.lower() in TIFFS:
@@ -79,12 +81,26 @@ def open_input(path, *, axes: str | None = None, rgb: bool | None = None) -> Inp
             image = _open_picture(path)
         else:
             raise ResShiftError(f"{path}: not a zarr array, OME-Zarr image, TIFF, PNG or JPEG")
-    except ResShiftError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is the same user problem: an unreadable input
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ResShiftError(f"{path}: cannot be read ({first}); is it a complete zarr, TIFF, PNG or JPEG?") from None
     return _check(image, path, axes=axes, rgb=rgb)
+
+
+@contextlib.contextmanager
+def _tifffile_log_held():
+    """tifffile logs what it finds damaged; a file that cannot be read is reported in the one error line instead,
+    so its records are passed on only when the file opens."""
+    logger = logging.getLogger("tifffile")
+    held: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = held.append
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    for record in held:
+        logger.handle(record)
 
 
 def _check(image: InputImage, path: Path, *, axes: str | None, rgb: bool | None) -> InputImage:
@@ -135,6 +151,9 @@ def _open_zarr(path: Path) -> InputImage:
 
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
+        if _in_unfinished_output(path):
+            raise ResShiftError(f"{path}: an array of an unfinished upscaling output (run interrupted); finish that "
+                                "output with --resume")
         names = getattr(node.metadata, "dimension_names", None)
         axes = "".join(n.lower() for n in names) if names and all(n and len(n) == 1 for n in names) else ""
         axes = axes or _guess_axes(node.shape)
@@ -161,6 +180,22 @@ def _open_zarr(path: Path) -> InputImage:
         InputSpec(str(path), "zarr", level0["path"]), array, axes, False,
         scale=scale, translation=translation, units=units,
     )
+
+
+def _in_unfinished_output(path: Path) -> bool:
+    """Whether a zarr group above ``path`` is an output of this pipeline that is not complete."""
+    import zarr
+
+    for folder in path.resolve().parents:
+        if not any((folder / name).is_file() for name in ("zarr.json", ".zgroup", ".zattrs")):
+            return False
+        try:
+            status = ome.run_status(zarr.open_group(str(folder), mode="r").attrs.asdict())
+        except Exception:  # noqa: BLE001 - not a readable group: not an output of ours either
+            return False
+        if status is not None:
+            return status != "complete"
+    return False
 
 
 def _open_tiff(path: Path) -> InputImage:
