@@ -158,8 +158,9 @@ def load_official(unet_path, autoencoder_path=None, *, config: dict | str = "v3"
             official = sorted(n for n, p in PRESETS.items() if p.config)
             raise ResShiftError(f"unknown official preset {config!r}; choose one of {', '.join(official)}")
         config = PRESETS[config].config
+    unet = read_state_dict(unet_path)  # a bad file is refused before the network is built
     model = build_model(config, source=unet_path)
-    load_weights(model.unet, read_state_dict(unet_path), path=unet_path, what="denoiser")
+    load_weights(model.unet, unet, path=unet_path, what="denoiser")
     if model.autoencoder is not None:
         if autoencoder_path is None:
             raise ResShiftError(f"{unet_path}: this model needs its autoencoder file (autoencoder_vq_f4.pth) too")

@@ -72,7 +72,7 @@ def open_input(path, *, axes: str | None = None, rgb: bool | None = None) -> Inp
     path = Path(path)
     if not path.exists():
         raise ResShiftError(f"{path}: no such file or folder")
-    with reported(f"{path}: cannot be read", hint="; is it a complete zarr, TIFF, PNG or JPEG?"), _tifffile_log_held():
+    with reported(f"{path}: cannot be read", hint="; is it a complete zarr, TIFF, PNG or JPEG?"), _tifffile_log_held(path):
         if path.is_dir():
             image = _open_zarr(path)
         elif path.suffix.lower() in TIFFS:
@@ -85,9 +85,9 @@ def open_input(path, *, axes: str | None = None, rgb: bool | None = None) -> Inp
 
 
 @contextlib.contextmanager
-def _tifffile_log_held():
-    """tifffile logs what it finds damaged; a file that cannot be read is reported in the one error line instead,
-    so its records are passed on only when the file opens."""
+def _tifffile_log_held(path: Path):
+    """tifffile logs what it finds damaged and reads on: a file with errors is refused in one line naming the first
+    (its pixels may be missing), a file that cannot be read says so in its own line; warnings are passed on."""
     logger = logging.getLogger("tifffile")
     held: list[logging.LogRecord] = []
     handler = logging.Handler()
@@ -99,6 +99,9 @@ def _tifffile_log_held():
     finally:
         logger.removeHandler(handler)
         logger.propagate = propagate
+    errors = [r for r in held if r.levelno >= logging.ERROR]
+    if errors:
+        raise ResShiftError(f"{path}: a damaged TIFF ({errors[0].getMessage()}); export it again")
     for record in held:
         logger.handle(record)
 

@@ -37,7 +37,7 @@ from . import checkpoint, data
 from .degradations import DEGRADATIONS
 from .logbook import Logbook
 from .stages import AutoencoderStage, DenoiserStage
-from .trainer import CHECKPOINT_NAME, Settings, Trainer
+from .trainer import CHECKPOINT_NAME, Settings, Trainer, resolve_precision
 
 DEFAULTS = {
     "stage": "denoiser", "data": None, "lr_data": None, "val_data": [], "val_fraction": 0.15, "run": None,
@@ -351,6 +351,7 @@ def train(argv=None) -> Outcome:
     settings = settings_of(opts)
     micro = settings.batch // settings.accumulation  # raises early on a --batch that --micro-batch does not divide
     device = pick_device(opts.device)
+    resolve_precision(settings.precision, device)  # refused here, before the run folder is written
     random.seed(opts.seed)
     np.random.seed(opts.seed % 2**32)
     torch.manual_seed(opts.seed)
