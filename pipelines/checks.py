@@ -27,7 +27,8 @@ def check_arguments(args) -> None:
         try:
             dtype = np.dtype(args.dtype)
         except TypeError:
-            raise ResShiftError(f"--dtype {args.dtype!r} is not a pixel type; use e.g. uint8, uint16 or float32") from None
+            raise ResShiftError(f"--dtype {args.dtype!r} is not a pixel type; use e.g. uint8, uint16 or float32") \
+                from None
         if dtype.kind not in "uif":
             raise ResShiftError(f"--dtype {dtype.name} is not an image pixel type; use e.g. uint8, uint16 or float32")
         check_dtype(dtype)

@@ -72,7 +72,8 @@ def open_input(path, *, axes: str | None = None, rgb: bool | None = None) -> Inp
     path = Path(path)
     if not path.exists():
         raise ResShiftError(f"{path}: no such file or folder")
-    with reported(f"{path}: cannot be read", hint="; is it a complete zarr, TIFF, PNG or JPEG?"), _tifffile_log_held(path):
+    unreadable = reported(f"{path}: cannot be read", hint="; is it a complete zarr, TIFF, PNG or JPEG?")
+    with unreadable, _tifffile_log_held(path):
         if path.is_dir():
             image = _open_zarr(path)
         elif path.suffix.lower() in TIFFS:

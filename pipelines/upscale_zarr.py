@@ -52,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb", action=argparse.BooleanOptionalAction, default=None,
                    help="treat the c axis as RGB(A) samples (default: yes for YXC inputs with 3 channels, or 4 whose 4th "
                         "is mostly fully clear or opaque)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output of this pipeline (only those)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run, computing only unfinished tiles")
-    p.add_argument("--threads", type=int, default=1, help="tasks run at once by dask's local scheduler (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="tasks at once in dask's local scheduler (default 1)")
     p.add_argument("--workers", type=int, help="start a dask LocalCluster of N worker processes")
     p.add_argument("--torch-threads", type=int, help="torch threads per task, recorded in the output: the result "
                    "depends on it and on nothing of --threads, --workers, --chunk or --scheduler (default: the "
