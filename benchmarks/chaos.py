@@ -92,9 +92,10 @@ def kill_pipeline(args: list, out: Path, *, phase: str, total: int, startup: flo
     """Start a run and SIGKILL it at a random point of ``phase``; returns where it landed."""
     from pipelines import execute
 
+    first = state_of(out)[1] + 1  # a resume starts from the chunks already finished
     proc = start("pipelines.upscale_zarr", *args)
     began = time.monotonic()
-    target = rng.randint(1, max(1, total - 1))
+    target = rng.randint(min(first, total - 1), max(1, total - 1))
     delay = rng.uniform(0.2, 1.1) * startup
     done = out / execute.DONE_DIR
     while proc.poll() is None:
