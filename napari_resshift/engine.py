@@ -179,7 +179,6 @@ class Upscaler:
         """
         image = np.asarray(image)
         dtype = normalization.check_dtype(image.dtype if dtype is None else dtype)
-        normalization.check_dtype(image.dtype)
         if image.ndim == 3 and channel_axis is None and rgb is not False and image.shape[-1] in (3, 4):
             channel_axis, rgb = image.ndim - 1, True
         if image.ndim != (2 if channel_axis is None else 3):
