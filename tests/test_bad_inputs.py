@@ -297,6 +297,8 @@ CASES = [
     P("--resume other torch threads", lambda e: e.pipe(
         e.root / "in.zarr", "-o", e.finished_output(), "--resume", "--torch-threads", 99), "torch_threads"),
     P("--example into an existing path", lambda e: ["--example", str(e.file("ex/x").parent)], "already exists"),
+    P("--example --overwrite a foreign folder", lambda e: ["--example", str(e.file("mydocs/thesis.txt", b"x").parent),
+                                                           "--overwrite"], "not an example"),
     # -- the pipeline: argument values -----------------------------------------------------------------------------
     P("--tile 0", lambda e: e.pipe(e.zarr_input(), "--tile", 0), "--tile 0"),
     P("--tile -5", lambda e: e.pipe(e.zarr_input(), "--tile", -5), "--tile -5"),
@@ -498,6 +500,12 @@ def test_overwrite_replaces_an_output_of_ours(model_path, finished, tmp_path):
     out = env.finished_output()
     assert upscale_zarr.main(env.pipe(env.root / "in.zarr", "-o", out, "--overwrite", "--seed", "4")) == 0
     assert zarr.open_group(str(out), mode="r").attrs["resshift"]["params"]["seed"] == 4
+
+
+def test_example_overwrite_replaces_an_example(tmp_path):
+    path = write_example(tmp_path / "demo.zarr", height=32, width=32)
+    assert write_example(path, height=48, width=32, overwrite=True) == path
+    assert zarr.open_group(str(path), mode="r")["0"].shape == (48, 32)
 
 
 def test_resume_without_the_done_folder_finishes(model_path, finished, tmp_path):
