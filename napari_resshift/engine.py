@@ -98,7 +98,7 @@ class Upscaler:
 
     def tiling(self, *, tile: int | None = None, overlap: int | None = None) -> tuple[int, int]:
         """(tile, overlap) in LR pixels, the defaults filled in."""
-        tile = tile or self.default_tile
+        tile = self.default_tile if tile is None else tile
         overlap = self.default_overlap(tile) if overlap is None else overlap
         if tile < 1 or overlap < 0 or tile <= overlap:
             raise ResShiftError(f"the tile ({tile} px) must be positive and larger than the overlap ({overlap} px)")
@@ -181,11 +181,13 @@ class Upscaler:
         dtype unless ``dtype`` is given (e.g. ``np.float32``).
         """
         image = np.asarray(image)
-        dtype = np.dtype(dtype) if dtype is not None else normalization.check_dtype(image.dtype)
+        dtype = normalization.check_dtype(image.dtype if dtype is None else dtype)
         if image.ndim == 3 and channel_axis is None and rgb is not False and image.shape[-1] in (3, 4):
             channel_axis, rgb = image.ndim - 1, True
         if image.ndim != (2 if channel_axis is None else 3):
             raise ResShiftError(f"expected a 2-D image with an optional channel axis, got shape {image.shape}")
+        if channel_axis is not None and not -image.ndim <= channel_axis < image.ndim:
+            raise ResShiftError(f"channel_axis {channel_axis} does not exist in an image of shape {image.shape}")
         planes = image[None] if channel_axis is None else np.moveaxis(image, channel_axis, 0)
         if min(planes.shape[1:]) < 1 or planes.size == 0:
             raise ResShiftError(f"the image is empty (shape {image.shape}); nothing to upscale")

@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import pickletools
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import ResShiftError
+from .errors import ResShiftError, first_line
 from .model import ResShiftModel
 from .registry import PRESETS, SHIPPED
 
@@ -49,17 +52,32 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
 
 def _torch_load(path: Path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the outcome is said in one line below
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported" in str(exc):
+        if _carries_code(path, exc):
             raise ResShiftError(
                 f"{path}: refused, the file contains pickled code, not just weights; "
                 "re-save it with torch.save(model.state_dict()) or as safetensors"
             ) from None
-        raise ResShiftError(f"{path}: not a PyTorch checkpoint or truncated ({exc})") from None
+        raise ResShiftError(f"{path}: not a PyTorch checkpoint, or truncated; copy or download it again") from None
     except Exception as exc:  # noqa: BLE001 - a damaged archive fails in many ways deep inside torch
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ResShiftError(f"{path}: not a PyTorch checkpoint or truncated ({reason})") from None
+        raise ResShiftError(f"{path}: not a PyTorch checkpoint or truncated ({first_line(exc)})") from None
+
+
+def _carries_code(path: Path, exc: Exception) -> bool:
+    """Whether torch refused the file for the objects it would build (code) rather than for being no pickle at all.
+
+    A zip checkpoint names the refused global; a plain pickle is scanned, never run, for the opcodes that import
+    or call something."""
+    if zipfile.is_zipfile(path):
+        return "GLOBAL" in str(exc) or "Unsupported global" in str(exc)
+    try:
+        ops = {op.name for op, _arg, _pos in pickletools.genops(path.read_bytes())}
+    except Exception:  # noqa: BLE001 - not even a pickle stream: random bytes or another format
+        return False
+    return bool(ops & {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "BUILD", "NEWOBJ", "NEWOBJ_EX"})
 
 
 def strip_prefixes(state: dict) -> dict:
@@ -140,8 +158,9 @@ def load_official(unet_path, autoencoder_path=None, *, config: dict | str = "v3"
             official = sorted(n for n, p in PRESETS.items() if p.config)
             raise ResShiftError(f"unknown official preset {config!r}; choose one of {', '.join(official)}")
         config = PRESETS[config].config
+    unet = read_state_dict(unet_path)  # a bad file is refused before the network is built
     model = build_model(config, source=unet_path)
-    load_weights(model.unet, read_state_dict(unet_path), path=unet_path, what="denoiser")
+    load_weights(model.unet, unet, path=unet_path, what="denoiser")
     if model.autoencoder is not None:
         if autoencoder_path is None:
             raise ResShiftError(f"{unet_path}: this model needs its autoencoder file (autoencoder_vq_f4.pth) too")

@@ -16,6 +16,7 @@ from . import ome
 
 PIXEL_SIZE = 0.65  # micrometre: a 10x objective on a common sCMOS camera
 FIELD = 256  # camera field side in pixels; the mosaic is stitched from these
+EXAMPLE_NAME = "example mosaic"  # how --overwrite knows an example of its own
 
 
 def mosaic(height: int = 512, width: int = 512, *, seed: int = 0) -> np.ndarray:
@@ -42,11 +43,22 @@ def mosaic(height: int = 512, width: int = 512, *, seed: int = 0) -> np.ndarray:
     return np.clip(photons, 0, 65535).astype(np.uint16)
 
 
+def _is_example(path: Path) -> bool:
+    try:
+        ms = ome.read_multiscales(zarr.open_group(str(path), mode="r").attrs.asdict())
+    except Exception:  # noqa: BLE001 - whatever is there, it is not an example of ours
+        return False
+    return bool(ms) and ms.get("name") == EXAMPLE_NAME
+
+
 def write_example(path, *, height: int = 512, width: int = 512, overwrite: bool = False) -> Path:
     """An OME-Zarr 0.5 image (axes yx, micrometre units) at ``path``."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise ResShiftError(f"{path}: already exists; choose another path or add --overwrite")
+    if path.exists() and not _is_example(path):
+        raise ResShiftError(f"{path}: not an example written by this command; --overwrite only replaces those: "
+                            "remove it yourself or choose another path")
     image = mosaic(height, width)
     fmt = ome.pick_format("0.5")
     group = zarr.open_group(str(path), mode="w", zarr_format=fmt.zarr_format)
@@ -55,6 +67,6 @@ def write_example(path, *, height: int = 512, width: int = 512, overwrite: bool 
     level0[:] = image
     scale = {"y": PIXEL_SIZE, "x": PIXEL_SIZE}
     ms = ome.multiscales("yx", levels=1, scale=scale, translation={}, units={"y": "micrometer", "x": "micrometer"},
-                         name="example mosaic")
+                         name=EXAMPLE_NAME)
     group.attrs.update(fmt.attrs(ms))
     return path

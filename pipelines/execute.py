@@ -5,19 +5,21 @@ chunks are recorded as empty files under the output's ``.resshift-done`` folder,
 """
 from __future__ import annotations
 
-import os
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
 
+from napari_resshift.errors import reported
 from napari_resshift.normalization import Normalization
 from napari_resshift.outofcore import Block, Layout, block_keys, cached_upscaler, set_threads, upscale_block
 
 from .readers import InputSpec
 
 DONE_DIR = ".resshift-done"
+CONNECT_TIMEOUT = 5  # seconds: a cluster that does not answer by then is refused before the output is created
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Job:
     model: str
     device: str
     precision: str
-    threads: int  # torch threads per task process; 0: cores / the worker's threads
+    threads: int  # torch threads per task: fixed, so that the bits do not depend on how many tasks run at once
 
 
 def finished_keys(output) -> set[str]:
@@ -41,7 +43,7 @@ def finished_keys(output) -> set[str]:
 
 def run_block(job: Job, block: Block, done: frozenset, on_chunk=None) -> int:
     """One task: upscale the unfinished chunks of ``block`` and record each as done once written."""
-    set_threads(job.threads or _threads_per_task())
+    set_threads(job.threads)
     upscaler = cached_upscaler(job.model, device=job.device, precision=job.precision)
     target = zarr.open_array(f"{job.output}/0", mode="r+")
     done_dir = Path(job.output) / DONE_DIR
@@ -57,21 +59,12 @@ def run_block(job: Job, block: Block, done: frozenset, on_chunk=None) -> int:
     )
 
 
-def _threads_per_task() -> int:
-    try:
-        from distributed import get_worker
-
-        return max(1, (os.cpu_count() or 1) // get_worker().state.nthreads)
-    except (ImportError, ValueError):
-        return max(1, os.cpu_count() or 1)
-
-
 def _pending(job: Job, blocks: list[Block], done: set[str]) -> list[tuple[Block, frozenset]]:
     return [(b, frozenset(k for k in block_keys(b) if k in done)) for b in blocks if not set(block_keys(b)) <= done]
 
 
 def run_local(job: Job, blocks: list[Block], done: set[str], *, threads: int, bar) -> None:
-    """dask's threaded scheduler in this process; torch threads are split between the scheduler's threads."""
+    """dask's threaded scheduler in this process, ``threads`` tasks at once."""
     import dask
 
     tick = lambda _key: bar.update(1)  # noqa: E731 - threads share this process, so the bar sees every chunk
@@ -79,26 +72,40 @@ def run_local(job: Job, blocks: list[Block], done: set[str], *, threads: int, ba
     dask.compute(*tasks, scheduler="threads", num_workers=threads)
 
 
-def run_distributed(job: Job, blocks: list[Block], done: set[str], *, scheduler: str | None, workers: int, bar) -> None:
-    """A LocalCluster of ``workers`` processes (one thread each), or the cluster at ``scheduler``."""
-    from distributed import Client, LocalCluster, as_completed
+@contextlib.contextmanager
+def connect(*, scheduler: str | None, workers: int | None):
+    """A dask.distributed client for an existing cluster at ``scheduler`` or a LocalCluster of ``workers``
+    processes (one thread each), else None (the local threaded scheduler); a cluster that cannot be reached is one
+    ``ResShiftError`` line after ``CONNECT_TIMEOUT`` seconds."""
+    if not (scheduler or workers):
+        yield None
+        return
+    from distributed import Client, LocalCluster
 
     cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
-        client = Client(cluster)
+    with reported(f"--scheduler {scheduler}: cannot connect" if scheduler else "cannot start a dask LocalCluster",
+                  hint="; is the scheduler running and reachable from here?" if scheduler else ""):
+        if scheduler:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        else:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+            client = Client(cluster)
     try:
-        bar.write(f"dask dashboard: {client.dashboard_link}")
-        pending = _pending(job, blocks, done)
-        futures = [client.submit(run_block, job, b, d, pure=False) for b, d in pending]
-        for future in as_completed(futures):
-            bar.update(future.result())
+        yield client
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def run_distributed(job: Job, blocks: list[Block], done: set[str], *, client, bar) -> None:
+    """Every unfinished block as a task of ``client``'s cluster."""
+    from distributed import as_completed
+
+    bar.write(f"dask dashboard: {client.dashboard_link}")
+    futures = [client.submit(run_block, job, b, d, pure=False) for b, d in _pending(job, blocks, done)]
+    for future in as_completed(futures):
+        bar.update(future.result())
 
 
 def build_pyramid(output, levels: int) -> None:

@@ -5,7 +5,9 @@ picklable ``InputSpec`` from which a worker reopens it. Every failure is one ``R
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_resshift import ome_metadata
-from napari_resshift.errors import ResShiftError
+from napari_resshift.errors import ResShiftError, reported
 from napari_resshift.normalization import check_dtype, is_rgba
 from napari_resshift.outofcore import AXES
 
@@ -73,7 +75,8 @@ def open_input(path, *, axes: str | None = None, rgb: bool | None = None) -> Inp
     path = Path(path)
     if not path.exists():
         raise ResShiftError(f"{path}: no such file or folder")
-    try:
+    unreadable = reported(f"{path}: cannot be read", hint="; is it a complete zarr, TIFF, PNG or JPEG?")
+    with unreadable, _tifffile_log_held(path):
         if path.is_dir():
             image = _open_zarr(path)
         elif path.suffix.lower() in TIFFS:
@@ -82,12 +85,29 @@ def open_input(path, *, axes: str | None = None, rgb: bool | None = None) -> Inp
             image = _open_picture(path)
         else:
             raise ResShiftError(f"{path}: not a zarr array, OME-Zarr image, TIFF, PNG or JPEG")
-    except ResShiftError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is the same user problem: an unreadable input
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ResShiftError(f"{path}: cannot be read ({first}); is it a complete zarr, TIFF, PNG or JPEG?") from None
     return _check(image, path, axes=axes, rgb=rgb)
+
+
+@contextlib.contextmanager
+def _tifffile_log_held(path: Path):
+    """tifffile logs what it finds damaged and reads on: a file with errors is refused in one line naming the first
+    (its pixels may be missing), a file that cannot be read says so in its own line; warnings are passed on."""
+    logger = logging.getLogger("tifffile")
+    held: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = held.append
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    errors = [r for r in held if r.levelno >= logging.ERROR]
+    if errors:
+        raise ResShiftError(f"{path}: a damaged TIFF ({errors[0].getMessage()}); export it again")
+    for record in held:
+        logger.handle(record)
 
 
 def _check(image: InputImage, path: Path, *, axes: str | None, rgb: bool | None) -> InputImage:
@@ -138,6 +158,9 @@ def _open_zarr(path: Path) -> InputImage:
 
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
+        if _in_unfinished_output(path):
+            raise ResShiftError(f"{path}: an array of an unfinished upscaling output (run interrupted); finish that "
+                                "output with --resume")
         names = getattr(node.metadata, "dimension_names", None)
         axes = "".join(n.lower() for n in names) if names and all(n and len(n) == 1 for n in names) else ""
         axes = axes or _guess_axes(node.shape)
@@ -170,6 +193,22 @@ def _not_an_image(path: Path, group, attrs: dict) -> str:
     arrays = sorted(group.array_keys())
     hint = f", e.g. {path / arrays[0]}" if arrays else ""
     return f"{path}: a zarr group without OME-Zarr 0.4/0.5 multiscales; pass an array inside it{hint}"
+
+
+def _in_unfinished_output(path: Path) -> bool:
+    """Whether a zarr group above ``path`` is an output of this pipeline that is not complete."""
+    import zarr
+
+    for folder in path.resolve().parents:
+        if not any((folder / name).is_file() for name in ("zarr.json", ".zgroup", ".zattrs")):
+            return False
+        try:
+            status = ome.run_status(zarr.open_group(str(folder), mode="r").attrs.asdict())
+        except Exception:  # noqa: BLE001 - not a readable group: not an output of ours either
+            return False
+        if status is not None:
+            return status != "complete"
+    return False
 
 
 def _open_tiff(path: Path) -> InputImage:

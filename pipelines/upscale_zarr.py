@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 
 from napari_resshift.engine import PRECISIONS
-from napari_resshift.errors import ResShiftError, run_cli
+from napari_resshift.errors import ArgumentParser, ResShiftError, reported, run_cli
 from napari_resshift.outofcore import MIN_CHUNK, Layout, cached_upscaler, fit_normalization
 from napari_resshift.normalization import Normalization
 
-from . import batch, execute, geotiff, ome, readers, tiff_output
+from . import batch, checks, execute, geotiff, ome, readers, tiff_output
 from .example import write_example
 
 RESUME_KEYS = ("input_shape", "axes", "rgb", "model", "scale", "seed", "tile", "overlap", "dtype", "levels", "format")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m pipelines.upscale_zarr",
         description="Upscale the Y and X axes of a large image out of core with ResShift, into an OME-Zarr pyramid. "
         "Single-channel planes (every c, z, t) go through the model alone, replicated to RGB, the output being the "
@@ -55,10 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb", action=argparse.BooleanOptionalAction, default=None,
                    help="treat the c axis as RGB(A) samples (default: yes for YXC inputs with 3 channels, or 4 whose 4th "
                         "is mostly fully clear or opaque)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output of this pipeline (only those)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run, computing only unfinished tiles")
-    p.add_argument("--threads", type=int, default=1, help="threads of dask's local scheduler (default 1)")
+    p.add_argument("--threads", type=int, default=1, help="tasks at once in dask's local scheduler (default 1)")
     p.add_argument("--workers", type=int, help="start a dask LocalCluster of N worker processes")
+    p.add_argument("--torch-threads", type=int, help="torch threads per task, recorded in the output: the result "
+                   "depends on it and on nothing of --threads, --workers, --chunk or --scheduler (default: the "
+                   "machine's cores; with --threads or --workers N, cores / N avoids oversubscription)")
+    p.add_argument("--missing-chunks", choices=("refuse", "fill"), default="refuse",
+                   help="a zarr input's chunks that are not stored: refuse (default) or read them as the fill value")
     p.add_argument("--scheduler", help="run on an existing dask.distributed cluster, e.g. tcp://host:8786")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--example", metavar="PATH", help="write a small example mosaic (OME-Zarr) to PATH and exit")
@@ -120,36 +125,46 @@ def run(args) -> int:
         return 0
     if not args.input:
         raise ResShiftError("no input given; pass a zarr, TIFF or PNG path (or --example PATH to make one)")
-    if args.workers is not None and args.workers < 1 or args.threads < 1:
-        raise ResShiftError("--workers and --threads must be at least 1")
+    checks.check_arguments(args)
     image = readers.open_input(args.input, axes=args.axes, rgb=args.rgb)
     output = Path(args.output) if args.output else default_output(Path(args.input))
     check_output_path(Path(args.input), output, overwrite=args.overwrite, resume=args.resume)
     upscaler = cached_upscaler(args.model, device=args.device, precision=args.precision)
+    missing = checks.check_stored_chunks(image, args.input, fill=args.missing_chunks == "fill")
     tile, overlap = upscaler.tiling(tile=args.tile, overlap=args.overlap)
     layout = Layout(
         image.axes, tuple(image.array.shape), upscaler.scale, tile, overlap, rgb=image.rgb,
         out_axes="".join(a for a in ome.OME_ORDER if a in image.axes), min_chunk=args.chunk,
     )
     fmt = ome.pick_format(args.format)
-    params = run_params(args, image, layout, upscaler, fmt)
-    if args.resume and output.exists():
+    params = run_params(args, image, layout, upscaler, fmt) | {"missing_chunks": missing,
+                                                                "torch_threads": args.torch_threads}
+    resuming = args.resume and output.exists()
+    if resuming:
         group, stored = reopen(output, params)
         if group is None:
-            print(f"{output}: already complete; nothing to do")
+            print(f"{output}: already complete with these settings; nothing to do")
             return 0
     else:
-        if output.exists():
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
-        params["normalization"] = fit_normalization(image.array, layout, mode=args.norm).to_dict()
-        report_nonfinite(image.array)
+        with reported(f"{args.input}: cannot be read", hint="; is the input complete?"):
+            params["normalization"] = fit_normalization(image.array, layout, mode=args.norm).to_dict()
+            report_nonfinite(image.array)
         check_disk(output, layout, params)
-        # torch's thread count changes float rounding: a resume keeps the first run's, so its bits match
-        cores = os.cpu_count() or 1
-        params["torch_threads"] = 0 if args.scheduler else max(1, cores // (args.workers or args.threads))
-        group = create_output(output, layout, params, fmt)
+        # torch's thread count changes float rounding: one fixed count per task, whatever runs them, so that
+        # --threads, --workers and a resume give the same bits
+        params["torch_threads"] = args.torch_threads or os.cpu_count() or 1
         stored = params
     params |= {k: stored[k] for k in ("normalization", "torch_threads")}
+    with execute.connect(scheduler=args.scheduler, workers=args.workers) as client:  # before the output is touched
+        if not resuming:
+            if output.exists():
+                shutil.rmtree(output)  # checked to be an output of ours
+            group = create_output(output, layout, params, fmt)
+        return finish(args, image, output, group, layout, params, fmt, client)
+
+
+def finish(args, image, output: Path, group, layout: Layout, params: dict, fmt, client) -> int:
+    """Compute the unfinished chunks, build the pyramid, then mark the output complete."""
     norm = Normalization.from_dict(params["normalization"])
     job = execute.Job(
         image.spec, str(output), layout, norm, args.seed, params["dtype"], args.model, args.device, args.precision,
@@ -160,12 +175,14 @@ def run(args) -> int:
     total = len(layout.planes()) * layout.grid[0] * layout.grid[1]
     from tqdm import tqdm
 
-    with tqdm(total=total, initial=len(done), unit="tile", disable=args.quiet, dynamic_ncols=True) as bar:
-        if args.workers or args.scheduler:
-            execute.run_distributed(job, blocks, done, scheduler=args.scheduler, workers=args.workers or 1, bar=bar)
+    stopped = reported(f"{output}: upscaling stopped", hint="; the output stays unfinished: fix the cause (the input "
+                       "or the disk) and rerun with --resume")
+    with stopped, tqdm(total=total, initial=len(done), unit="tile", disable=args.quiet, dynamic_ncols=True) as bar:
+        if client is not None:
+            execute.run_distributed(job, blocks, done, client=client, bar=bar)
         else:
             execute.run_local(job, blocks, done, threads=args.threads, bar=bar)
-    execute.build_pyramid(output, params["levels"])
+        execute.build_pyramid(output, params["levels"])
     ms = ome.multiscales(
         layout.target_axes, levels=params["levels"], scale=params["output_scale"],
         translation=params["output_translation"], units=image.units, name=Path(args.input).name,
@@ -197,6 +214,12 @@ def check_output_path(source: Path, output: Path, *, overwrite: bool, resume: bo
         raise ResShiftError(f"{output}: the output would contain the input; choose another path")
     if output.exists() and not (overwrite or resume):
         raise ResShiftError(f"{output}: already exists; add --overwrite to replace it or --resume to finish it")
+    if output.exists() and overwrite and not resume:
+        checks.check_replaceable(output)
+    parent = out.parent
+    if not parent.is_dir():
+        raise ResShiftError(f"{parent}: the output's folder does not exist; create it first")
+    checks.check_writable(output if resume and output.is_dir() else parent)
 
 
 def run_params(args, image, layout: Layout, upscaler, fmt) -> dict:
@@ -241,7 +264,8 @@ def run_params(args, image, layout: Layout, upscaler, fmt) -> dict:
 
 
 def reopen(output: Path, params: dict):
-    """The group of an interrupted run and its stored parameters; (None, None) when it is already complete."""
+    """The group of an interrupted run and its stored parameters; (None, None) when it is already complete. Either
+    way the stored settings must be the ones asked for now."""
     import zarr
 
     try:
@@ -252,14 +276,17 @@ def reopen(output: Path, params: dict):
     status = ome.run_status(attrs)
     if status is None:
         raise ResShiftError(f"{output}: not an output of this pipeline; cannot resume it (use --overwrite)")
+    stored = attrs[ome.MARKER]["params"]
+    keys = RESUME_KEYS + (("torch_threads",) if params.get("torch_threads") else ())
+    changed = [k for k in keys if stored.get(k) != params[k]]
+    if changed:
+        state = "was made" if status == "complete" else "was started"
+        raise ResShiftError(
+            f"{output}: {state} with other settings ({', '.join(changed)}); rerun with them or use --overwrite"
+        )
     if status == "complete":
         return None, None
-    stored = attrs[ome.MARKER]["params"]
-    changed = [k for k in RESUME_KEYS if stored.get(k) != params[k]]
-    if changed:
-        raise ResShiftError(
-            f"{output}: was started with other settings ({', '.join(changed)}); rerun with them or use --overwrite"
-        )
+    (output / execute.DONE_DIR).mkdir(exist_ok=True)  # a kill right after the marker leaves no folder yet
     return group, stored
 
 
@@ -285,10 +312,7 @@ def level_shapes(layout: Layout, levels: int) -> list[tuple[int, ...]]:
 def check_disk(output: Path, layout: Layout, params: dict) -> None:
     """Refuse before starting when the uncompressed output cannot fit: compression only ever helps."""
     need = sum(math.prod(s) for s in level_shapes(layout, params["levels"])) * np.dtype(params["dtype"]).itemsize
-    parent = output.resolve().parent
-    if not parent.is_dir():
-        raise ResShiftError(f"{parent}: the output's folder does not exist; create it first")
-    free = shutil.disk_usage(parent).free
+    free = shutil.disk_usage(output.resolve().parent).free
     if need > free:
         raise ResShiftError(
             f"{output}: needs up to {need / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free there; free space or "

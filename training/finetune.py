@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from napari_resshift.engine import pick_device
-from napari_resshift.errors import ResShiftError, run_cli
+from napari_resshift.errors import ArgumentParser, ResShiftError, run_cli
 from napari_resshift.export import check_package_path, export_package
 from napari_resshift.loading import (
     load_model,
@@ -38,7 +38,7 @@ from . import checkpoint, data
 from .degradations import DEGRADATIONS
 from .logbook import Logbook
 from .stages import AutoencoderStage, DenoiserStage
-from .trainer import CHECKPOINT_NAME, Settings, Trainer
+from .trainer import CHECKPOINT_NAME, Settings, Trainer, resolve_precision
 
 DEFAULTS = {
     "stage": "denoiser", "data": None, "lr_data": None, "val_data": [], "val_fraction": 0.15, "run": None,
@@ -55,7 +55,7 @@ RESUME_OVERRIDES = {"resume", "iterations", "device", "workers", "val_every", "c
                     "time_limit", "export_official", "export_bioimageio", "name", "tensorboard"}
 
 
-class RecipeParser(argparse.ArgumentParser):
+class RecipeParser(ArgumentParser):
     """Reads ``@recipe`` files written like a command line: options and values on a line, ``#`` comments."""
 
     def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
@@ -159,6 +159,28 @@ def resolve_options(argv) -> argparse.Namespace:
     if changed:
         raise ResShiftError(f"--{changed[0].replace('_', '-')} cannot change when resuming; start a new --run")
     return argparse.Namespace(**(stored | given | {"run": str(run_dir)}))
+
+
+# (option, lowest value, whether the lowest value itself is allowed); None values mean "not given" and pass
+LIMITS = (("iterations", 1, True), ("batch", 1, True), ("micro_batch", 1, True), ("lr", 0, False),
+          ("min_lr", 0, True), ("warmup", 0, True), ("weight_decay", 0, True), ("clip", 0, True), ("ema", 0, True),
+          ("workers", 0, True), ("log_every", 1, True), ("val_every", 0, True), ("checkpoint_every", 1, True),
+          ("val_images", 1, True), ("val_size", 1, True), ("crop", 1, True), ("time_limit", 0, False),
+          ("val_fraction", 0, True), ("kappa", 0, False), ("commitment", 0, True))
+BELOW_ONE = ("val_fraction", "ema")  # shares: all of the files cannot be held out, an EMA of 1 never moves
+
+
+def check_options(opts: argparse.Namespace) -> None:
+    """Every number in its range, before any file is read or written."""
+    for name, low, inclusive in LIMITS:
+        value = getattr(opts, name)
+        if value is None:
+            continue
+        flag = f"--{name.replace('_', '-')} {value}"
+        if value < low or (value == low and not inclusive):
+            raise ResShiftError(f"{flag} is not allowed; it must be {'at least' if inclusive else 'above'} {low}")
+        if name in BELOW_ONE and value >= 1:
+            raise ResShiftError(f"{flag} is not allowed; it must be below 1")
 
 
 def settings_of(opts: argparse.Namespace) -> Settings:
@@ -316,8 +338,14 @@ class Outcome:
 def train(argv=None) -> Outcome:
     """Everything the command does, returning the trained model instead of an exit code."""
     opts = resolve_options(argv)
+    check_options(opts)
     run_dir = Path(opts.run)
     resuming = opts.resume is not None
+    if resuming and not (run_dir / CHECKPOINT_NAME).exists():
+        raise ResShiftError(
+            f"{run_dir}: the run stopped before its first checkpoint (every {opts.checkpoint_every} iterations), so "
+            "there is nothing to resume; start it again with its original command (the same --run)"
+        )
     if not resuming and (run_dir / CHECKPOINT_NAME).exists():
         raise ResShiftError(
             f"{run_dir}: already holds a run; continue it with --resume {run_dir} or pick another --run"
@@ -329,6 +357,7 @@ def train(argv=None) -> Outcome:
     settings = settings_of(opts)
     micro = settings.batch // settings.accumulation  # raises early on a --batch that --micro-batch does not divide
     device = pick_device(opts.device)
+    resolve_precision(settings.precision, device)  # refused here, before the run folder is written
     random.seed(opts.seed)
     np.random.seed(opts.seed % 2**32)
     torch.manual_seed(opts.seed)
