@@ -9,7 +9,7 @@ pytest.importorskip("pytestqt")
 
 from napari.utils.notifications import notification_manager  # noqa: E402
 
-from napari_resshift import _run, _widget  # noqa: E402
+from napari_resshift._napari import _run, _widget  # noqa: E402
 from napari_resshift.engine import Upscaler  # noqa: E402
 from napari_resshift.loading import make_card, save_model  # noqa: E402
 from napari_resshift.model import ResShiftModel  # noqa: E402

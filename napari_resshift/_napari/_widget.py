@@ -16,10 +16,10 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
 from . import _big_layers, _layers, _run
-from .engine import Cancelled, Upscaler, pick_device
-from .errors import ResShiftError
-from .loading import load_model
-from .registry import PRESETS, SHIPPED
+from ..engine import Cancelled, Upscaler, pick_device
+from ..errors import ResShiftError
+from ..loading import load_model
+from ..registry import PRESETS, SHIPPED
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Callable
 import torch
 
 from . import _big_layers, _layers
-from .diffusion import Schedule
-from .engine import Upscaler
-from .errors import ResShiftError
+from ..diffusion import Schedule
+from ..engine import Upscaler
+from ..errors import ResShiftError
 
 MIN_RETRY_TILE = 32  # LR pixels: below this the halo dominates and a GPU gains nothing over the CPU
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import outofcore
+from .. import outofcore
 from ._layers import Job, Output
-from .engine import Upscaler
-from .errors import ResShiftError
+from ..engine import Upscaler
+from ..errors import ResShiftError
 
 FALLBACK_MEMORY_LIMIT = 2 * 1024**3
 _scratch: list[tempfile.TemporaryDirectory] = []  # live as long as the session: napari reads the results lazily

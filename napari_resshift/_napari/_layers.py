@@ -12,10 +12,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import normalization
-from .engine import Upscaler
-from .errors import ResShiftError
-from .tiling import plan_tiles
+from .. import normalization
+from ..engine import Upscaler
+from ..errors import ResShiftError
+from ..tiling import plan_tiles
 
 MIN_SIDE = 2  # LR pixels: a single row or column carries no neighbourhood for the model to work from
 CHANNEL_LABELS = ("c", "ch", "channel", "channels")
