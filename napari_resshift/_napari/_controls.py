@@ -3,7 +3,7 @@ section (tile, overlap, seed, steps, precision, normalisation) and what it turns
 """
 from __future__ import annotations
 
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 
 from ..engine import PRECISIONS
 from ..normalization import DEFAULT_PERCENTILES
@@ -17,29 +17,47 @@ NORMS = (
 )
 
 
-def auto_spin(label: str, *, tooltip: str, lowest: int, highest: int, step: int = 1) -> SpinBox:
-    """A spin box whose lowest value means "auto" and shows the word (Qt's special-value text), not a number."""
-    box = SpinBox(label=label, min=lowest, max=highest, step=step, value=lowest, tooltip=tooltip)
-    box.native.setSpecialValueText(AUTO)
-    return box
+class AutoValue(Container):
+    """A number with an "auto" checkbox beside it: ticked, the field is greyed and shows what auto resolved to
+    (from the model's card or the last run) once that is known; ``value`` is then None."""
 
+    def __init__(self, label: str, *, tooltip: str, lowest: int, highest: int, step: int = 1, typical: int):
+        self.number = SpinBox(min=lowest, max=highest, step=step, value=typical, enabled=False, tooltip=tooltip)
+        self.auto = CheckBox(text=AUTO, value=True, tooltip=f"{AUTO}: {tooltip}")
+        super().__init__(widgets=[self.number, self.auto], layout="horizontal", labels=False, label=label,
+                         tooltip=tooltip)
+        self.margins = (0, 0, 0, 0)
+        self.auto.changed.connect(self._follow)
 
-def show_auto(box: SpinBox, resolved) -> None:
-    """Let "auto" say what it resolved to (from the model's card or the last run), e.g. "auto (256)"."""
-    box.native.setSpecialValueText(AUTO if resolved is None else f"{AUTO} ({resolved})")
+    def _follow(self, *_):
+        self.number.enabled = not self.auto.value
+
+    @property
+    def value(self) -> int | None:
+        return None if self.auto.value else int(self.number.value)
+
+    @value.setter
+    def value(self, number: int | None) -> None:
+        self.auto.value = number is None
+        if number is not None:
+            self.number.value = number
+
+    def show_resolved(self, resolved: int | None) -> None:
+        if self.auto.value and resolved is not None:
+            self.number.value = resolved
 
 
 class Advanced(Container):
     """The collapsed Advanced section; ``options()`` gives the engine's keyword arguments, None meaning auto."""
 
     def __init__(self):
-        self.tile = auto_spin(
-            "tile (LR px)", lowest=0, highest=4096, step=16,
+        self.tile = AutoValue(
+            "tile (LR px)", lowest=16, highest=4096, step=16, typical=128,
             tooltip="Side of the square tiles the image is cut into, in input (LR) pixels. auto: the model card's "
                     "tile, else the size the model was trained on. Smaller tiles need less memory.",
         )
-        self.overlap = auto_spin(
-            "overlap (LR px)", lowest=-1, highest=512,
+        self.overlap = AutoValue(
+            "overlap (LR px)", lowest=0, highest=512, typical=16,
             tooltip="Pixels shared by neighbouring tiles, blended smoothly, in input (LR) pixels. auto: the model "
                     "card's, else the network's receptive field (at most a quarter of the tile).",
         )
@@ -47,8 +65,8 @@ class Advanced(Container):
             label="seed", min=0, max=2**31 - 1, value=0,
             tooltip="Seed of the diffusion noise: the same seed gives the same result, whatever the tiling or scope.",
         )
-        self.steps = auto_spin(
-            "steps", lowest=0, highest=200,
+        self.steps = AutoValue(
+            "steps", lowest=2, highest=200, typical=4,
             tooltip="Diffusion sampling steps. auto: as many as the model was trained with (fewer: faster, "
                     "usually worse; the shipped models use 4).",
         )
@@ -82,9 +100,9 @@ class Advanced(Container):
     def options(self) -> dict:
         """Job options: tile, overlap and steps are None for auto."""
         return {
-            "tile": self.tile.value or None,
-            "overlap": None if self.overlap.value < 0 else self.overlap.value,
-            "steps": self.steps.value or None,
+            "tile": self.tile.value,
+            "overlap": self.overlap.value,
+            "steps": self.steps.value,
             "seed": self.seed.value,
             "norm": self.norm.value,
             "percentiles": (float(self.low.value), float(self.high.value)),

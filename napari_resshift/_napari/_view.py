@@ -11,12 +11,19 @@ import numpy as np
 from ..errors import ResShiftError
 
 
+def camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
 def field_of_view(viewer) -> np.ndarray:
     """World corners [4, ndim] of the 2-D view: camera centre ± half the canvas size over the zoom."""
     displayed = list(viewer.dims.displayed)
     height, width = np.asarray(viewer.canvas.viewbox_size(viewer.layers), float)
-    half = np.array([height, width]) / (2 * viewer.camera.zoom)
-    centre = np.asarray(viewer.camera.center[-2:], float)
+    view = camera(viewer)
+    half = np.array([height, width]) / (2 * view.zoom)
+    centre = np.asarray(view.center[-2:], float)
     corners = np.tile(np.asarray(viewer.dims.point, float), (4, 1))
     for k, (dy, dx) in enumerate([(-1, -1), (-1, 1), (1, -1), (1, 1)]):
         corners[k, displayed] = centre + half * (dy, dx)

@@ -118,8 +118,9 @@ class ResShiftWidget(Container):
         layers.events.moved.connect(self.reset_choices)
         for layer in layers:
             layer.events.name.connect(self.reset_choices)
-        self.viewer.camera.events.zoom.connect(self._show_run_text)
-        self.viewer.camera.events.center.connect(self._show_run_text)
+        view = _view.camera(self.viewer)
+        view.events.zoom.connect(self._show_run_text)
+        view.events.center.connect(self._show_run_text)
         self.reset_choices()
         self._pick_active()
         self._refresh_scope()
@@ -218,9 +219,9 @@ class ResShiftWidget(Container):
             card = self.python_model[1]
         self.model_info.value = _model_info.summary_for(choice, card=card, path=_chosen_path(self.model_file.value))
         steps = ((card or {}).get("config") or {}).get("diffusion", {}).get("params", {}).get("steps")
-        _controls.show_auto(self.advanced.tile, (card or {}).get("tile"))
-        _controls.show_auto(self.advanced.overlap, (card or {}).get("overlap"))
-        _controls.show_auto(self.advanced.steps, steps)
+        self.advanced.tile.show_resolved((card or {}).get("tile"))
+        self.advanced.overlap.show_resolved((card or {}).get("overlap"))
+        self.advanced.steps.show_resolved(steps)
         self._refresh_scope()
 
     def use_model(self, model, *, card: dict | None = None, name: str = "from Python") -> None:
@@ -372,9 +373,9 @@ class ResShiftWidget(Container):
                 self.viewer.add_image(data, **kwargs)
             info = layers[0][1]["metadata"]["resshift"]
             self._learn_speed(job, info)
-            for box, name in ((self.advanced.tile, "tile"), (self.advanced.overlap, "overlap"),
-                              (self.advanced.steps, "steps")):
-                _controls.show_auto(box, info.get(name))
+            for control, name in ((self.advanced.tile, "tile"), (self.advanced.overlap, "overlap"),
+                                  (self.advanced.steps, "steps")):
+                control.show_resolved(info.get(name))
             names = ", ".join(repr(kwargs["name"]) for _, kwargs, _ in layers)
             show_info(f"ResShift added {names} in {_progress.duration(self.panel.elapsed())}")
         elif kind == "cancelled":
