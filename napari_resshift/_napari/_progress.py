@@ -63,3 +63,23 @@ class ProgressPanel(Container):
 
     def stop(self) -> None:
         self.visible = False
+
+
+SOFTWARE_GL = ("llvmpipe", "softpipe", "swrast")
+
+
+def software_gl(viewer) -> bool:
+    """Whether the canvas is drawn by Mesa's software rasteriser (as under Xvfb).
+
+    There, once any napari ``progress`` bar has existed, removing layers and then drawing an RGB layer segfaults in
+    vispy's glDrawArrays (reproduced without this plugin: progress bar, stack, clear, RGB layer, draw); the widget then
+    reports progress in its own bar only. Anything unexpected counts as a hardware renderer.
+    """
+    try:
+        from vispy.gloo import gl
+
+        viewer.window._qt_viewer.canvas._scene_canvas.set_current()  # napari has no public handle on its GL context
+        renderer = str(gl.glGetParameter(gl.GL_RENDERER)).lower()
+    except Exception:  # noqa: BLE001 - no window, no context, another backend: nothing to guard against
+        return False
+    return any(name in renderer for name in SOFTWARE_GL)

@@ -55,6 +55,7 @@ class ResShiftWidget(Container):
         self._previewed = None  # the layer whose visible region was previewed last: the next Run does it whole
         self._seconds_per_pixel: dict[tuple, float] = {}  # measured per (model, device, precision)
         self.memory_limit = _big_layers.default_memory_limit()  # outputs larger than this go to a temporary zarr
+        self.activity = not _progress.software_gl(napari_viewer)  # napari's activity entry, where it cannot crash
 
         self.layer = ComboBox(label="image", choices=self._image_layers, tooltip="The image layer to upscale")
         self.model = ComboBox(
@@ -301,7 +302,7 @@ class ResShiftWidget(Container):
     def _start(self, job, key, device, precision):
         self._cancel.clear()
         what = f"ResShift {job.name}" + (" (preview)" if job.box is not None else "")
-        self._progress = progress(total=0, desc=what)
+        self._progress = progress(total=0, desc=what) if self.activity else None
         self.panel.start(what)
         worker = self._work(job, key, device, precision)
         worker.yielded.connect(self._on_yield)
