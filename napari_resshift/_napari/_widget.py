@@ -16,6 +16,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
+from qtpy.QtWidgets import QComboBox, QSizePolicy
 from superqt import QCollapsible
 
 from . import _big_layers, _controls, _layers, _model_info, _progress, _run, _view
@@ -71,8 +72,11 @@ class ResShiftWidget(Container):
             label="autoencoder", mode="r", filter=MODEL_FILE_FILTER,
             tooltip="The official autoencoder_vq_f4.pth that goes with an official denoiser",
         )
+        self.model.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model.native.setMinimumContentsLength(24)  # long descriptions must not widen the dock over the canvas
         self.model_info = Label(label="card", tooltip="From the model's card: scale, training data, quality")
         self.model_info.native.setWordWrap(True)
+        self.model_info.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # wraps
         auto = pick_device("auto").type
         self.device = ComboBox(
             label="device", choices=[(f"auto ({auto})", "auto")] + [(d, d) for d in DEVICES[1:]],
@@ -87,8 +91,8 @@ class ResShiftWidget(Container):
             tooltip="Runs with different seeds; more than 1 adds a mean and a per-pixel standard-deviation layer",
         )
         self.consistency = CheckBox(
-            text="data-consistency layer (|downsampled result − input|)",
-            tooltip="Adds a layer showing where the result, downsampled, departs from the input",
+            text="add a data-consistency layer",
+            tooltip="Adds |downsampled result − input|: where the result, downsampled, departs from the input",
         )
         self.advanced = _controls.Advanced()
         self.run_button = PushButton(text=RUN_TEXT[True])
