@@ -2,8 +2,8 @@
 
 A 10 ms QTimer records when it fires during a run; a gap much above 10 ms is time the GUI thread could not run
 (the GIL held by the worker, or work done in the GUI thread). Target: longest gap < 100 ms while tiles
-are computed, with the widget's progress bar updated per tile. Reported apart, as one-off GUI-thread costs: the Run click and
-adding the result layers (napari's cost of showing any new layer). Needs a display:
+are computed, with the widget's progress bar updated per tile. Reported apart, as one-off GUI-thread costs: the Run
+click and adding the result layers (napari's cost of showing any new layer). Needs a display:
 ``xvfb-run -a python benchmarks/bench_responsiveness.py [--size 128] [--tile 64] [--arch tiny|small|v3] [--samples 1]``
 """
 import argparse

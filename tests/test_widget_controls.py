@@ -1,5 +1,6 @@
 """The widget as a microscopist meets it, under Xvfb: controls and their auto values, progress, the preview of the
-visible region, and a sequence of runs that once crashed napari. xvfb-run -a python -m pytest tests/test_widget_controls.py
+visible region, and a sequence of runs that once crashed napari.
+xvfb-run -a python -m pytest tests/test_widget_controls.py
 """
 import numpy as np
 import pytest

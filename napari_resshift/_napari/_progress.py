@@ -5,6 +5,7 @@ napari's activity entry is kept beside it; both are fed from the engine's per-ti
 from __future__ import annotations
 
 import time
+import warnings
 
 from magicgui.widgets import Container, Label, ProgressBar
 
@@ -78,7 +79,9 @@ def software_gl(viewer) -> bool:
     try:
         from vispy.gloo import gl
 
-        viewer.window._qt_viewer.canvas._scene_canvas.set_current()  # napari has no public handle on its GL context
+        with warnings.catch_warnings():  # napari has no public handle on its GL context, and says so
+            warnings.simplefilter("ignore", FutureWarning)
+            viewer.window._qt_viewer.canvas._scene_canvas.set_current()
         renderer = str(gl.glGetParameter(gl.GL_RENDERER)).lower()
     except Exception:  # noqa: BLE001 - no window, no context, another backend: nothing to guard against
         return False

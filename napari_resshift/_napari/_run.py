@@ -63,7 +63,8 @@ def run(
     """Load with ``load(device)`` and run ``job``; returns (output, scale).
 
     ``report("model", scale, card)``, ``report("plane", number, planes)``, ``report("tile", done, total)`` and
-    ``report("note", sentence)`` tell the caller how it goes; raising from ``report`` stops the run. Out of GPU memory, it retries with smaller tiles, then on the CPU.
+    ``report("note", sentence)`` tell the caller how it goes; raising from ``report`` stops the run. Out of GPU
+    memory, it retries with smaller tiles, then on the CPU.
     """
     upscaler = load(device)
     report("model", upscaler.scale, upscaler.card)
