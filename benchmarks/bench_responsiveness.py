@@ -2,8 +2,8 @@
 
 A 10 ms QTimer records when it fires during a run; a gap much above 10 ms is time the GUI thread could not run
 (the GIL held by the worker, or work done in the GUI thread). Target: longest gap < 100 ms while tiles
-are computed. Reported apart, as one-off GUI-thread costs: the Run click (napari creates its progress-bar widget) and
-adding the result layers (napari's cost of showing any new layer). Needs a display:
+are computed, with the widget's progress bar updated per tile. Reported apart, as one-off GUI-thread costs: the Run
+click and adding the result layers (napari's cost of showing any new layer). Needs a display:
 ``xvfb-run -a python benchmarks/bench_responsiveness.py [--size 128] [--tile 64] [--arch tiny|small|v3] [--samples 1]``
 """
 import argparse
@@ -30,11 +30,11 @@ def build_model(arch: str):
 def measure(viewer, widget, qapp, *, size: int, tile: int, samples: int, consistency: bool) -> dict:
     from qtpy.QtCore import QTimer
 
-    from napari_resshift._sample_data import cell_image
+    from napari_resshift._napari._sample_data import cell_image
 
     layer = viewer.add_image(cell_image(size=size), name=f"cells {size}")
     widget.layer.value = layer
-    widget.tile.value = tile
+    widget.advanced.tile.value = tile
     widget.samples.value = samples
     widget.consistency.value = consistency
     ticks = []
@@ -45,7 +45,7 @@ def measure(viewer, widget, qapp, *, size: int, tile: int, samples: int, consist
     last_tile = []
     timer.start()
     clicked = time.perf_counter()
-    worker = widget.run()  # in the GUI thread: checks, snapshot, napari's progress bar widget
+    worker = widget.run(preview=False)  # in the GUI thread: checks, snapshot, the progress bars
     worker.yielded.connect(lambda event: event[0] == "tile" and last_tile.append(time.perf_counter()))
     while widget.running:
         qapp.processEvents()
@@ -106,6 +106,8 @@ def main():
     parser.add_argument("--arch", default="tiny", help="tiny, small, or a preset name (v3: the official size)")
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--consistency", action="store_true")
+    parser.add_argument("--activity", action="store_true",
+                        help="napari's activity entry too, as on a hardware renderer (off on Mesa's llvmpipe)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 0)) or None)
     args = parser.parse_args()
     if args.threads:
@@ -114,20 +116,22 @@ def main():
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_resshift._widget import ResShiftWidget
+    from napari_resshift._napari._widget import ResShiftWidget
 
     viewer = napari.Viewer(show=True)
     widget = ResShiftWidget(viewer)
     viewer.window.add_dock_widget(widget, name="ResShift")
     widget.use_model(build_model(args.arch), card={"name": f"{args.arch} (random)"})
     widget.device.value = "cpu"
+    widget.activity = widget.activity or args.activity
     qapp = QApplication.instance()
     idle = idle_gaps(qapp)
     rows = [
         measure(viewer, widget, qapp, size=n, tile=args.tile, samples=args.samples, consistency=args.consistency)
         for n in args.size
     ]
-    print(f"model {args.arch}, CPU, torch threads {torch.get_num_threads()}, timer {TICK_MS} ms, load {os.getloadavg()[0]:.1f}")
+    print(f"model {args.arch}, CPU, torch threads {torch.get_num_threads()}, timer {TICK_MS} ms, "
+          f"load {os.getloadavg()[0]:.1f}, napari activity entry {'on' if widget.activity else 'off'}")
     print(f"idle viewer: median {idle['median_ms']:.1f} ms, p99 {idle['p99_ms']:.1f} ms, max {idle['max_ms']:.1f} ms")
     header = (
         f"{'layer':>9} {'tile':>5} {'tiles':>6} {'run s':>7} {'ticks':>6} {'Run click ms':>13} "

@@ -1,6 +1,6 @@
 """ResShift diffusion super-resolution for napari, dask pipelines and fine-tuning.
 
-The core (diffusion maths, networks, loader, engine, tiler) lives here; the widget is in ``_widget``.
+The core (diffusion maths, networks, loader, engine, tiler) lives here; the napari front-end in ``_napari``.
 """
 from .engine import Upscaler, pick_device
 from .errors import ResShiftError

@@ -172,9 +172,13 @@ class Upscaler:
         norm: normalization.Normalization | str = "auto",
         dtype=None,
         plane_offset: int = 0,
+        box: tuple[int, int, int, int] | None = None,
         on_tile: Callable[[int, int], None] | None = None,
     ) -> Result:
         """Upscale a 2-D image: gray (H, W), RGB(A) (H, W, 3|4) or multichannel with ``channel_axis``.
+
+        ``box`` = (y0, x0, y1, x1) in HR pixels returns only that region, equal to the same region of the whole
+        result (only the tiles that reach it are computed; ``norm`` should then be fitted on the whole image).
 
         RGB goes through the model as a triplet; every other channel goes through alone, replicated to RGB, and
         the output is the mean of the three outputs. Alpha is upscaled bicubically. The result has the input's
@@ -202,12 +206,14 @@ class Upscaler:
         for g, group in enumerate(groups):
             report = (lambda d, n, g=g: on_tile(g * n + d, total * n)) if on_tile else None
             hr = self.upscale_plane(
-                group, seed=seed, plane=plane_offset + g, tile=tile, overlap=overlap, on_tile=report
+                group, seed=seed, plane=plane_offset + g, tile=tile, overlap=overlap, box=box, on_tile=report
             )
             outputs.append(hr if rgb else hr.mean(0, keepdim=True))
         out = torch.cat(outputs, 0)
         if rgb and x.shape[0] == 4:  # alpha is not image content: interpolate it
             alpha = torch.nn.functional.interpolate(x[None, 3:], scale_factor=self.scale, mode="bicubic")[0]
+            if box is not None:
+                alpha = alpha[:, box[0]:box[2], box[1]:box[3]]
             out = torch.cat([out, alpha.clamp(-1, 1)], 0)
         result = norm.inverse(out.numpy(), dtype, channel_axis=0)
         result = result[0] if channel_axis is None else np.moveaxis(result, 0, channel_axis)

@@ -222,19 +222,28 @@ def make_card(model: ResShiftModel, *, name: str, normalization: dict | None = N
     }
 
 
-def load_project_model(path: Path) -> tuple[ResShiftModel, dict]:
-    """A ``.safetensors`` file written by :func:`save_model`: the card is in its metadata."""
+def read_card(path) -> dict:
+    """The model card of a ``.safetensors`` file written by :func:`save_model`, read from its header alone."""
     from safetensors import safe_open
 
-    state = read_state_dict(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ResShiftError(f"{path}: not a readable safetensors file ({exc}); it may be truncated") from None
     try:
         card = json.loads(meta["card"])
     except (KeyError, json.JSONDecodeError):
         raise ResShiftError(f"{path}: no model card in this safetensors file; export it with training.finetune") from None
     if card.get("format") != CARD_FORMAT:
         raise ResShiftError(f"{path}: model card format {card.get('format')!r} is not {CARD_FORMAT!r}")
+    return card
+
+
+def load_project_model(path: Path) -> tuple[ResShiftModel, dict]:
+    """A ``.safetensors`` file written by :func:`save_model`: the card is in its metadata."""
+    state = read_state_dict(path)
+    card = read_card(path)
     model = build_model(card["config"], source=path)
     unet = {k[5:]: v for k, v in state.items() if k.startswith("unet.")}
     load_weights(model.unet, unet or state, path=path, what="denoiser")

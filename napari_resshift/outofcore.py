@@ -161,10 +161,12 @@ class _WindowView:
         return self.window[:, ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
 
 
-def fit_normalization(source, layout: Layout, *, mode: str = "auto") -> Normalization:
+def fit_normalization(
+    source, layout: Layout, *, mode: str = "auto", percentiles: tuple[float, float] = normalization.DEFAULT_PERCENTILES
+) -> Normalization:
     """One normalisation for the whole array, one (low, high) per channel of the ``c`` axis (one if none)."""
     channel_axis = layout.axes.index("c") if "c" in layout.axes else None
-    return normalization.fit(_lazy(source), mode=mode, channel_axis=channel_axis)
+    return normalization.fit(_lazy(source), mode=mode, channel_axis=channel_axis, percentiles=percentiles)
 
 
 def _lazy(source):

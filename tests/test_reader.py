@@ -6,7 +6,7 @@ import pytest
 import torch
 import zarr
 
-from napari_resshift import _reader
+from napari_resshift._napari import _reader
 from napari_resshift.engine import Upscaler
 from napari_resshift.model import ResShiftModel
 from napari_resshift.registry import architecture
@@ -119,4 +119,4 @@ def test_the_manifest_declares_the_reader():
     reader, = manifest.contributions.readers
     command = next(c for c in manifest.contributions.commands if c.id == reader.command)
     assert reader.accepts_directories and "*.zarr" in reader.filename_patterns
-    assert command.python_name == "napari_resshift._reader:get_reader"
+    assert command.python_name == "napari_resshift._napari._reader:get_reader"

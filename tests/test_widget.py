@@ -9,7 +9,7 @@ pytest.importorskip("pytestqt")
 
 from napari.utils.notifications import notification_manager  # noqa: E402
 
-from napari_resshift import _run, _widget  # noqa: E402
+from napari_resshift._napari import _run, _widget  # noqa: E402
 from napari_resshift.engine import Upscaler  # noqa: E402
 from napari_resshift.loading import make_card, save_model  # noqa: E402
 from napari_resshift.model import ResShiftModel  # noqa: E402
@@ -100,7 +100,7 @@ def test_gray_result_shape_geometry_metadata(qtbot, widget):
     layer = v.add_image(data.copy(), name="cells", scale=(0.5, 0.25), translate=(1.0, 2.0), colormap="green",
                         contrast_limits=(10, 200), blending="additive")
     widget.layer.value = layer
-    widget.seed.value = 3
+    widget.advanced.seed.value = 3
     run(qtbot, widget)
     (out,) = added(widget, 1)
     assert out.name == "cells ×4 ResShift"
@@ -112,7 +112,7 @@ def test_gray_result_shape_geometry_metadata(qtbot, widget):
     assert meta["model"] == "tiny" and meta["seed"] == 3 and meta["steps"] == 4 and meta["device"] == "cpu"
     assert meta["time_s"] > 0 and meta["input"] == "cells"
     np.testing.assert_array_equal(layer.data, data)  # the input is never modified
-    assert widget.scale_label.value == "×4"
+    assert "×4" in widget.model_info.value
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -149,7 +149,7 @@ def test_bright_pixel_lands_on_the_same_world_coordinate(qtbot, widget):
 def test_cancel_mid_run_leaves_no_layer(qtbot, widget, messages, how):
     layer = widget.viewer.add_image(np.random.default_rng(1).random((80, 80), np.float32))
     widget.layer.value = layer
-    widget.tile.value = 16  # 7 x 7 tiles, computed a tile row (7 tiles) per forward pass
+    widget.advanced.tile.value = 16  # 7 x 7 tiles, computed a tile row (7 tiles) per forward pass
     ticks = []
 
     def on_yield(event):
@@ -170,6 +170,7 @@ def test_stack_whole_and_current_plane(qtbot, widget):
     v = widget.viewer
     stack = np.random.default_rng(2).integers(0, 4000, (3, 24, 24), dtype=np.uint16)
     layer = v.add_image(stack, scale=(5.0, 1.0, 1.0), translate=(100.0, 0.0, 0.0))
+    widget.scope.value = True
     run(qtbot, widget)
     whole = v.layers[-1]
     assert whole.data.shape == (3, 96, 96) and whole.data.dtype == np.uint16
@@ -194,6 +195,7 @@ def test_rgb_and_multichannel(qtbot, widget):
     channels = (np.random.default_rng(4).random((2, 16, 16)) * [[[1.0]], [[50.0]]]).astype(np.float32)
     multi = v.add_image(channels, axis_labels=("c", "y", "x"))
     widget.layer.value = multi
+    widget.scope.value = True  # every channel
     run(qtbot, widget)
     out = v.layers[-1]
     assert out.data.shape == (2, 64, 64) and out.data.dtype == np.float32
@@ -224,7 +226,8 @@ def test_dask_layer_in_memory_and_out_of_core_agree(qtbot, widget):
     v = widget.viewer
     data = np.random.default_rng(6).integers(0, 255, (2, 24, 24), dtype=np.uint8)
     layer = v.add_image(da.from_array(data, chunks=(1, 12, 12)), name="lazy")
-    widget.tile.value = 16
+    widget.advanced.tile.value = 16
+    widget.scope.value = True
     run(qtbot, widget)
     in_memory = v.layers[-1]
     assert isinstance(in_memory.data, np.ndarray)
@@ -253,7 +256,7 @@ def test_bad_situations_end_in_one_notification(qtbot, widget, messages, tmp_pat
         bad.write_bytes(b"not a model at all")
         widget.model_file.value = bad
     if situation == "tile vs overlap":
-        widget.tile.value, widget.overlap.value = 16, 16
+        widget.advanced.tile.value, widget.advanced.overlap.value = 16, 16
     before = len(v.layers)
     run(qtbot, widget)
     errors = [m for s, m in messages if s == "error"]

@@ -6,7 +6,7 @@ pytest.importorskip("napari")
 
 from napari.layers import Image  # noqa: E402
 
-from napari_resshift import _big_layers, _layers  # noqa: E402
+from napari_resshift._napari import _big_layers, _layers  # noqa: E402
 from napari_resshift.errors import ResShiftError  # noqa: E402
 
 
@@ -78,3 +78,20 @@ def test_labels_and_tiny_layers_are_refused():
         _layers.check_layer(Labels(np.zeros((8, 8), int), name="mask"))
     with pytest.raises(ResShiftError, match="1×8 pixels"):
         _layers.check_layer(Image(np.zeros((1, 8)), name="strip"))
+
+
+def test_the_core_imports_nothing_from_the_napari_front_end():
+    import ast
+    from pathlib import Path
+
+    import napari_resshift
+
+    root = Path(napari_resshift.__file__).parent
+    for path in root.rglob("*.py"):
+        if "_napari" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [f"{'.' * node.level}{node.module or ''}"] + [a.name for a in node.names]
+            assert not any("_napari" in n or n.split(".")[0] == "napari" for n in names), (path.name, names)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import outofcore
+from .. import outofcore
 from ._layers import Job, Output
-from .engine import Upscaler
-from .errors import ResShiftError
+from ..engine import Upscaler
+from ..errors import ResShiftError
 
 FALLBACK_MEMORY_LIMIT = 2 * 1024**3
 _scratch: list[tempfile.TemporaryDirectory] = []  # live as long as the session: napari reads the results lazily
@@ -51,7 +51,8 @@ def run_job(upscaler: Upscaler, job: Job, *, tile: int, overlap: int, on_chunk=N
     s = upscaler.scale
     axes = axes_of(job)
     data = outofcore._lazy(job.data)  # a zarr plane selection stays lazy until a window is read
-    norm = outofcore.fit_normalization(data, outofcore.Layout(axes, data.shape, s, tile, overlap, rgb=job.rgb))
+    whole = outofcore.Layout(axes, data.shape, s, tile, overlap, rgb=job.rgb)
+    norm = outofcore.fit_normalization(data, whole, mode=job.norm, percentiles=job.percentiles)
     if not job.whole_stack:
         data = data[tuple(slice(i, i + 1) for i in job.planes[0])]
     layout = outofcore.Layout(axes, data.shape, s, tile, overlap, rgb=job.rgb)

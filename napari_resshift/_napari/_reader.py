@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .ome_metadata import OmeImage, parse_image
+from ..ome_metadata import OmeImage, parse_image
 
 RUN_MARKER = "resshift"  # the pipeline's root attribute; an unfinished run holds partial data
 

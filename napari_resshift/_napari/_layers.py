@@ -12,10 +12,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import normalization
-from .engine import Upscaler
-from .errors import ResShiftError
-from .tiling import plan_tiles
+from .. import normalization
+from ..engine import Upscaler
+from ..errors import ResShiftError
+from ..tiling import plan_tiles, tiles_for_region
 
 MIN_SIDE = 2  # LR pixels: a single row or column carries no neighbourhood for the model to work from
 CHANNEL_LABELS = ("c", "ch", "channel", "channels")
@@ -39,6 +39,9 @@ class Job:
     overlap: int | None = None
     steps: int | None = None
     consistency: bool = False
+    norm: str = "auto"
+    percentiles: tuple[float, float] = normalization.DEFAULT_PERCENTILES
+    box: tuple[int, int, int, int] | None = None  # (y0, x0, y1, x1) in LR pixels: a preview of this region only
 
     @property
     def stack_ndim(self) -> int:
@@ -48,6 +51,14 @@ class Job:
     def plane_shape(self) -> tuple[int, int]:
         lead = self.stack_ndim
         return tuple(self.data.shape[lead:lead + 2])
+
+    @property
+    def region_shape(self) -> tuple[int, int]:
+        """The LR size of what is upscaled: the box of a preview, else the whole plane."""
+        if self.box is None:
+            return self.plane_shape
+        y0, x0, y1, x1 = self.box
+        return y1 - y0, x1 - x0
 
 
 @dataclass
@@ -135,12 +146,13 @@ def resolve_tiling(upscaler: Upscaler, *, tile: int | None, overlap: int | None)
     return upscaler.tiling(tile=tile, overlap=overlap)
 
 
-def geometry(state: dict, *, scale: int, stack_ndim: int, plane: tuple[int, ...] | None) -> dict:
+def geometry(state: dict, *, scale: int, stack_ndim: int, plane: tuple[int, ...] | None, box=None) -> dict:
     """Output placement: pixel centres of each HR block average to their LR pixel's centre in world coordinates.
 
     In data units an LR pixel i covers HR pixels s·i … s·i+s−1, whose mean centre is s·i + (s−1)/2, so the output's
     translate is t − L·(S·(s−1)/(2s)) on the spatial axes, with L the layer's rotate·shear (identity: t − S·(s−1)/(2s)).
-    A single plane of a stack is placed at that plane's own position on the stack axes.
+    A single plane of a stack is placed at that plane's own position on the stack axes, a preview ``box`` (LR pixels)
+    at its top-left LR pixel.
     """
     from napari.utils.transforms import CompositeAffine
 
@@ -150,6 +162,8 @@ def geometry(state: dict, *, scale: int, stack_ndim: int, plane: tuple[int, ...]
     offset[stack_ndim:] = -(scale - 1) / (2 * scale)
     if plane is not None:
         offset[:stack_ndim] = plane
+    if box is not None:
+        offset[stack_ndim:] += box[:2]
     linear = CompositeAffine(
         scale=in_scale, translate=np.zeros(ndim), rotate=state["rotate"], shear=state["shear"], ndim=ndim
     ).linear_matrix
@@ -164,15 +178,15 @@ def geometry(state: dict, *, scale: int, stack_ndim: int, plane: tuple[int, ...]
     }
 
 
-def input_geometry(state: dict, *, stack_ndim: int, plane: tuple[int, ...] | None) -> dict:
-    """Placement of an LR-sized result (the consistency map): the input's own, shifted to ``plane`` if one."""
-    return geometry(state, scale=1, stack_ndim=stack_ndim, plane=plane)
+def input_geometry(state: dict, *, stack_ndim: int, plane: tuple[int, ...] | None, box=None) -> dict:
+    """Placement of an LR-sized result (the consistency map): the input's own, shifted to ``plane`` / ``box``."""
+    return geometry(state, scale=1, stack_ndim=stack_ndim, plane=plane, box=box)
 
 
 def plane_norms(job: Job) -> normalization.Normalization:
     """One normalisation for the whole layer, so every plane of a stack keeps the same intensity scale."""
     axis = job.data.ndim - 1 if job.rgb else job.channel_axis
-    return normalization.fit(job.data, mode="auto", channel_axis=axis)
+    return normalization.fit(job.data, mode=job.norm, channel_axis=axis, percentiles=job.percentiles)
 
 
 def norm_for_plane(norm: normalization.Normalization, job: Job, plane: tuple[int, ...]):
@@ -224,13 +238,17 @@ class Welford:
 Progress = Callable[[int, int], None]
 
 
-def run_job(upscaler: Upscaler, job: Job, *, tile: int, overlap: int, on_tile: Progress | None = None) -> Output:
-    """Upscale every plane of ``job`` (``samples`` times each) in memory; ``on_tile(done, total)`` may raise to stop."""
+def run_job(
+    upscaler: Upscaler, job: Job, *, tile: int, overlap: int, on_tile: Progress | None = None, on_plane=None
+) -> Output:
+    """Upscale every plane of ``job`` (``samples`` times each) in memory, or its ``box`` only; ``on_tile(done,
+    total)`` may raise to stop, ``on_plane(number, planes)`` is told which plane starts."""
     started = time.perf_counter()
     s = upscaler.scale
-    h, w = job.plane_shape
+    h, w = job.region_shape
     norm = plane_norms(job)
-    per_plane = len(plan_tiles(h, w, tile=tile, overlap=overlap))
+    hr_box = None if job.box is None else tuple(v * s for v in job.box)
+    per_plane = tiles_per_plane(job, tile=tile, overlap=overlap, scale=s)
     total = per_plane * len(job.planes) * job.samples
     colour = job.data.shape[-1:] if job.rgb else ()
     out_dtype = job.data.dtype if job.samples == 1 else np.dtype(np.float32)
@@ -240,6 +258,8 @@ def run_job(upscaler: Upscaler, job: Job, *, tile: int, overlap: int, on_tile: P
     done = 0
     info = {}
     for p, plane in enumerate(job.planes):
+        if on_plane is not None:
+            on_plane(p + 1, len(job.planes))
         lr = np.array(job.data[plane], copy=True)
         stats = Welford()
         for k in range(job.samples):
@@ -256,6 +276,7 @@ def run_job(upscaler: Upscaler, job: Job, *, tile: int, overlap: int, on_tile: P
                 overlap=overlap,
                 norm=norm_for_plane(norm, job, plane),
                 plane_offset=flat_index(plane, job.data.shape[: job.stack_ndim]),
+                box=hr_box,
                 on_tile=report,
             )
             done += per_plane
@@ -267,13 +288,15 @@ def run_job(upscaler: Upscaler, job: Job, *, tile: int, overlap: int, on_tile: P
         if job.samples > 1:
             image[p], std[p] = stats.mean, stats.std()
         if consistency is not None:
-            consistency[p] = consistency_map(image[p], lr, scale=s, rgb=job.rgb)
+            region = lr if job.box is None else lr[job.box[0]:job.box[2], job.box[1]:job.box[3]]
+            consistency[p] = consistency_map(image[p], region, scale=s, rgb=job.rgb)
     info = info | {
         "normalization": norm.to_dict(),
         "seed": job.seed,
         "samples": job.samples,
         "input": job.name,
         "planes": "whole stack" if job.whole_stack else f"plane {job.planes[0]}",
+        **({} if job.box is None else {"preview_box_lr": list(job.box)}),
         "time_s": round(time.perf_counter() - started, 3),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -286,6 +309,15 @@ def run_job(upscaler: Upscaler, job: Job, *, tile: int, overlap: int, on_tile: P
     return Output(shaped(image), shaped(std), shaped(consistency), info)
 
 
+def tiles_per_plane(job: Job, *, tile: int, overlap: int, scale: int) -> int:
+    """Tiles one sample of one plane computes: all of the plane's, or those reaching a preview's box."""
+    h, w = job.plane_shape
+    tiles = plan_tiles(h, w, tile=tile, overlap=overlap)
+    if job.box is None:
+        return len(tiles)
+    return len(tiles_for_region(tiles, tuple(v * scale for v in job.box), scale))
+
+
 def flat_index(plane: tuple[int, ...], shape: tuple[int, ...]) -> int:
     """The plane's number in C order: it keys the noise, so a plane gets the same noise whatever the scope."""
     return int(np.ravel_multi_index(plane, shape)) if shape else 0
@@ -295,9 +327,9 @@ def output_layers(job: Job, output: Output, *, scale: int) -> list[tuple]:
     """Layer-data tuples (data, kwargs, 'image') for the result and, if asked, its uncertainty and consistency."""
     state = job.layer_state
     plane = None if job.whole_stack else job.planes[0]
-    hr_place = geometry(state, scale=scale, stack_ndim=job.stack_ndim, plane=plane)
-    lr_place = input_geometry(state, stack_ndim=job.stack_ndim, plane=plane)
-    base = f"{job.name} ×{scale} ResShift"
+    hr_place = geometry(state, scale=scale, stack_ndim=job.stack_ndim, plane=plane, box=job.box)
+    lr_place = input_geometry(state, stack_ndim=job.stack_ndim, plane=plane, box=job.box)
+    base = f"{job.name} ×{scale} ResShift" + ("" if job.box is None else " preview")
     common = {"axis_labels": state["axis_labels"], "units": state["units"], "metadata": {"resshift": output.info}}
     look = {"blending": state["blending"], "opacity": state["opacity"], "rgb": state["rgb"]}
     if not state["rgb"]:
@@ -323,6 +355,20 @@ def output_layers(job: Job, output: Output, *, scale: int) -> list[tuple]:
 
 def estimate_bytes(job: Job, *, scale: int) -> int:
     """Memory the in-memory path needs for its outputs (the input is read a plane at a time)."""
-    per_plane = math.prod(job.plane_shape) * scale * scale * (job.data.shape[-1] if job.rgb else 1)
+    per_plane = math.prod(job.region_shape) * scale * scale * (job.data.shape[-1] if job.rgb else 1)
     item = job.data.dtype.itemsize if job.samples == 1 else 4 * 2
     return per_plane * item * len(job.planes)
+
+
+def displayable(layers: list[tuple]) -> list[tuple]:
+    """Layer tuples as vispy can draw them: in-memory arrays C-contiguous in native byte order, contrast limits
+    finite and increasing (else napari computes them), so no texture upload depends on an odd stride or range."""
+    out = []
+    for data, kwargs, kind in layers:
+        if isinstance(data, np.ndarray):
+            data = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder("="))
+        limits = kwargs.get("contrast_limits")
+        if limits is not None and not (np.all(np.isfinite(limits)) and limits[0] < limits[1]):
+            kwargs = {k: v for k, v in kwargs.items() if k != "contrast_limits"}
+        out.append((data, kwargs, kind))
+    return out

@@ -10,9 +10,9 @@ from typing import Callable
 import torch
 
 from . import _big_layers, _layers
-from .diffusion import Schedule
-from .engine import Upscaler
-from .errors import ResShiftError
+from ..diffusion import Schedule
+from ..engine import Upscaler
+from ..errors import ResShiftError
 
 MIN_RETRY_TILE = 32  # LR pixels: below this the halo dominates and a GPU gains nothing over the CPU
 
@@ -44,7 +44,7 @@ def sampling_steps(upscaler: Upscaler, steps: int | None):
     saved = model.schedule
     if steps and steps != saved.steps:
         if steps < 2:
-            raise ResShiftError("ResShift needs at least 2 steps; choose 2 or more (0 uses the model's own)")
+            raise ResShiftError("ResShift needs at least 2 steps; choose 2 or more (auto uses the model's own)")
         model.schedule = Schedule.from_config(model.config["diffusion"]["params"] | {"steps": steps})
     try:
         yield
@@ -62,11 +62,12 @@ def run(
 ) -> tuple[_layers.Output, int]:
     """Load with ``load(device)`` and run ``job``; returns (output, scale).
 
-    ``report("scale", s)``, ``report("tile", done, total)`` and ``report("note", sentence)`` tell the caller how it
-    goes; raising from ``report`` stops the run. Out of GPU memory, it retries with smaller tiles, then on the CPU.
+    ``report("model", scale, card)``, ``report("plane", number, planes)``, ``report("tile", done, total)`` and
+    ``report("note", sentence)`` tell the caller how it goes; raising from ``report`` stops the run. Out of GPU
+    memory, it retries with smaller tiles, then on the CPU.
     """
     upscaler = load(device)
-    report("scale", upscaler.scale)
+    report("model", upscaler.scale, upscaler.card)
     tile, overlap = _layers.resolve_tiling(upscaler, tile=job.tile, overlap=job.overlap)
     attempts = fallback_plan(tile, overlap, upscaler.device.type)
     for n, (tile, on) in enumerate(attempts):
@@ -92,8 +93,11 @@ def _run_once(upscaler: Upscaler, job, *, tile: int, overlap: int, memory_limit:
     def on_tile(done, total):
         report("tile", done, total)
 
-    if _layers.estimate_bytes(job, scale=upscaler.scale) > memory_limit:
+    def on_plane(number, planes):
+        report("plane", number, planes)
+
+    if job.box is None and _layers.estimate_bytes(job, scale=upscaler.scale) > memory_limit:
         output = _big_layers.run_job(upscaler, job, tile=tile, overlap=overlap, on_chunk=on_tile)
     else:
-        output = _layers.run_job(upscaler, job, tile=tile, overlap=overlap, on_tile=on_tile)
+        output = _layers.run_job(upscaler, job, tile=tile, overlap=overlap, on_tile=on_tile, on_plane=on_plane)
     return output, upscaler.scale
