@@ -30,7 +30,7 @@ def build_model(arch: str):
 def measure(viewer, widget, qapp, *, size: int, tile: int, samples: int, consistency: bool) -> dict:
     from qtpy.QtCore import QTimer
 
-    from napari_resshift._napari._sample_data import cell_image
+    from napari_resshift.samples import cell_image
 
     layer = viewer.add_image(cell_image(size=size), name=f"cells {size}")
     widget.layer.value = layer

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from . import __version__
-from ._sample_data import cell_image
+from .samples import cell_image
 from .engine import Upscaler
 from .errors import ResShiftError, run_cli
 from .loading import atomic_write, load_model
