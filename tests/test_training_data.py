@@ -1,6 +1,7 @@
 """Training data, degradations and metrics on generated images: readers, crops, pairs, bad-data errors."""
 from pathlib import Path
 
+import json
 import numpy as np
 import pytest
 import tifffile
@@ -273,3 +274,10 @@ def test_missing_path_and_bad_resume_options_are_errors(tmp_path, capsys):
     assert finetune.resolve_options(["--resume", str(tmp_path), "--crop", "128", "--iterations", "9"]).iterations == 9
     with pytest.raises(ResShiftError, match="--crop cannot change when resuming"):
         finetune.resolve_options(["--resume", str(tmp_path), "--crop", "256"])
+
+
+def test_a_run_from_before_per_entry_degradations_resumes_with_them(tmp_path):
+    files = {"train": ["a.png", "b.png"], "val": ["c.png"], "degradations": {"b.png": "microscopy"}}
+    (tmp_path / "run.json").write_text(json.dumps({"files": files}))
+    assert finetune.stored_files(tmp_path) == {"train": ["a.png", "b.png"], "val": ["c.png"],
+                                               "train_degradations": [None, "microscopy"], "val_degradations": [None]}

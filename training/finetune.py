@@ -265,6 +265,15 @@ def split_data(opts: argparse.Namespace) -> dict:
             "train_degradations": [d for _, d in train], "val_degradations": [d for _, d in val]}
 
 
+def stored_files(run_dir: Path) -> dict:
+    """A run's files as split_data gives them; runs from before per-entry degradations kept a path -> name map."""
+    files = json.loads((run_dir / "run.json").read_text())["files"]
+    if "degradations" in files:
+        own = files.pop("degradations")
+        files |= {f"{part}_degradations": [own.get(f) for f in files[part]] for part in ("train", "val")}
+    return files
+
+
 def check_crop(opts: argparse.Namespace, model: ResShiftModel) -> None:
     multiple = model.scale * model.pad_multiple
     if opts.crop < multiple or opts.crop % multiple:
@@ -362,7 +371,7 @@ def train(argv=None) -> Outcome:
     np.random.seed(opts.seed % 2**32)
     torch.manual_seed(opts.seed)
 
-    files = json.loads((run_dir / "run.json").read_text())["files"] if resuming else split_data(opts)
+    files = stored_files(run_dir) if resuming else split_data(opts)
     state = checkpoint.load(run_dir / CHECKPOINT_NAME) if resuming else None
     if state is not None:
         model, origin = ResShiftModel(json.loads(state["config"])).eval(), json.loads(state["extra"])["init"]
