@@ -1,7 +1,7 @@
 """Training data, degradations and metrics on generated images: readers, crops, pairs, bad-data errors."""
+import json
 from pathlib import Path
 
-import json
 import numpy as np
 import pytest
 import tifffile
