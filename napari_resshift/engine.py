@@ -16,7 +16,8 @@ from . import allocator, diffusion, normalization
 from .errors import ResShiftError
 from .loading import load_model
 from .model import ResShiftModel
-from .tiling import Tile, blend_tiles, positional_noise
+from .noise import positional_noise
+from .tiling import Tile, blend_tiles
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_TILE = 128  # LR pixels: big enough to amortise the halo, small enough for an autoencoder's global attention
@@ -120,23 +121,22 @@ class Upscaler:
                 callback=callback)
         return out.float().cpu()
 
-    def tile_noise(self, tile: Tile, *, seed: int, plane: int) -> Callable[[int], torch.Tensor]:
-        """Noise [C, h, w] for a tile, keyed by absolute latent position so it does not depend on the tiling."""
+    def tile_noise(self, tiles: list[Tile], *, seed: int, plane: int) -> diffusion.NoiseSource:
+        """Noise [B, C, h, w] for same-shaped tiles, made on the model's device and keyed by absolute latent
+        position, so it does not depend on the tiling."""
         f = self.model.latent_factor
         m = self.model.pad_multiple
-        h, w = math.ceil(tile.h / m) * m, math.ceil(tile.w / m) * m
-        c = self.model.latent_channels
+        h, w = math.ceil(tiles[0].h / m) * m, math.ceil(tiles[0].w / m) * m
+        origins = [(t.y0 * f, t.x0 * f) for t in tiles]
         return lambda k: positional_noise(
-            seed=seed, plane=plane, draw=k, channels=c, y0=tile.y0 * f, x0=tile.x0 * f, h=h * f, w=w * f
+            seed=seed, plane=plane, draw=k, channels=self.model.latent_channels, origins=origins, h=h * f, w=w * f,
+            device=self.device,
         )
 
     def upscale_tiles(self, patches: torch.Tensor, tiles: list[Tile], *, seed: int, plane: int) -> torch.Tensor:
         """Same-shaped tiles [B, 3, h, w] at LR positions ``tiles`` -> HR [B, 3, sh, sw] in one batch, each with
         its position-keyed noise."""
-        noises = [self.tile_noise(t, seed=seed, plane=plane) for t in tiles]
-        # Stacked pixel-major, the batch comes channels-last without a copy (torch.cat would make it contiguous).
-        return self.super_resolve(
-            patches, noise=lambda k: torch.stack([n(k).permute(1, 2, 0) for n in noises]).permute(0, 3, 1, 2))
+        return self.super_resolve(patches, noise=self.tile_noise(tiles, seed=seed, plane=plane))
 
     def upscale_plane(
         self,
