@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import allocator, diffusion, normalization
+from . import allocator, diffusion, normalization, tileplan
 from .errors import ResShiftError
 from .loading import load_model
 from .model import ResShiftModel
@@ -20,7 +20,6 @@ from .noise import positional_noise
 from .tiling import Tile, blend_tiles
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-DEFAULT_TILE = 128  # LR pixels: big enough to amortise the halo, small enough for an autoencoder's global attention
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -92,10 +91,8 @@ class Upscaler:
 
     @property
     def default_tile(self) -> int:
-        """The model card's tile, else the size the model was trained on: an autoencoder's global attention and
-        GroupNorm statistics may not carry over to much larger tiles."""
-        trained = self.card.get("training", {}).get("crop")
-        return int(self.card.get("tile") or (trained // self.scale if trained else DEFAULT_TILE))
+        """Tile side in LR pixels for this model (see ``tileplan``)."""
+        return tileplan.default_tile(self.model, self.card)
 
     def tiling(self, *, tile: int | None = None, overlap: int | None = None) -> tuple[int, int]:
         """(tile, overlap) in LR pixels, the defaults filled in."""
@@ -106,10 +103,12 @@ class Upscaler:
         return tile, overlap
 
     def default_overlap(self, tile: int) -> int:
-        """Halo in LR pixels: the model card's, else the denoiser's (a UNet's coarsest attention window, a conv
-        net's receptive field); at most a quarter of the tile."""
-        halo = self.model.unet.halo // max(1, self.model.latent_factor)
-        return max(4, min(int(self.card.get("overlap") or halo), tile // 4))
+        """Halo in LR pixels for this model and tile (see ``tileplan``)."""
+        return tileplan.default_overlap(self.model, self.card, tile)
+
+    def batch(self, tile: int) -> int:
+        """Tiles per forward pass on this device."""
+        return tileplan.batch_for(tile, self.device)
 
     @torch.inference_mode()
     def super_resolve(self, lr: torch.Tensor, *, noise: diffusion.NoiseSource, callback=None) -> torch.Tensor:
@@ -155,7 +154,8 @@ class Upscaler:
         def run(patches: torch.Tensor, tiles: list[Tile]) -> torch.Tensor:
             return self.upscale_tiles(patches, tiles, seed=seed, plane=plane)
 
-        return blend_tiles(run, lr, scale=self.scale, tile=tile, overlap=overlap, box=box, on_tile=on_tile)
+        return blend_tiles(run, lr, scale=self.scale, tile=tile, overlap=overlap, box=box, batch=self.batch(tile),
+                           on_tile=on_tile)
 
     def upscale(
         self,
@@ -214,6 +214,7 @@ class Upscaler:
             "seed": seed,
             "tile": tile,
             "overlap": overlap,
+            "batch": self.batch(tile),
             "device": str(self.device),
             "precision": self.precision,
             "normalization": norm.to_dict(),

@@ -19,7 +19,7 @@ from . import normalization
 from .engine import Upscaler
 from .errors import ResShiftError
 from .normalization import Normalization
-from .tiling import Tile, batch_for, blend_tiles, plan_tiles, tile_groups, tiles_for_region
+from .tiling import Tile, blend_tiles, plan_tiles, tile_groups, tiles_for_region
 
 AXES = "tczyx"  # the axis names understood; only y and x are upscaled
 BLOCK_CHUNKS = 8  # chunks per block side: a block computes each tile once, tiles on its border are shared with the next
@@ -43,6 +43,7 @@ class Layout:
 
     ``rgb``: the ``c`` axis holds RGB(A) samples that go through the model together; otherwise every channel
     (and every t, z) is a plane that goes through alone, replicated to RGB, the output being the mean of the three.
+    ``batch``: tiles per forward pass (default: the upscaler's); part of the layout because it groups the tiles.
     """
 
     axes: str
@@ -53,6 +54,7 @@ class Layout:
     rgb: bool = False
     out_axes: str | None = None
     min_chunk: int = MIN_CHUNK
+    batch: int | None = None
 
     def __post_init__(self):
         if len(self.axes) != len(self.shape):
@@ -251,7 +253,8 @@ def upscale_block(
     boxes = {c: layout.chunk_box(*c) for c in todo}
     needs = {c: tiles_for_region(tiles, box, scale) for c, box in boxes.items()}
     uses = Counter(i for ids in needs.values() for i in ids)
-    groups = tile_groups(tiles, batch=batch_for(layout.tile))
+    batch = layout.batch or upscaler.batch(layout.tile)
+    groups = tile_groups(tiles, batch=batch)
     batched = {i for g in groups if uses.keys() & set(g) for i in g}  # a tile is computed with its whole batch
     used = [tiles[i] for i in batched]
     y0 = max(0, min(t.y0 for t in used) - ALPHA_HALO)
@@ -271,7 +274,7 @@ def upscale_block(
         return torch.stack([cache[t] for t in batch])
 
     for c in todo:
-        hr = blend_tiles(run, view, scale=scale, tile=layout.tile, overlap=layout.overlap, box=boxes[c])
+        hr = blend_tiles(run, view, scale=scale, tile=layout.tile, overlap=layout.overlap, box=boxes[c], batch=batch)
         if not layout.rgb:
             hr = hr.mean(0, keepdim=True)
         elif window.shape[0] == 4:

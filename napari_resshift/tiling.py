@@ -11,6 +11,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from .tileplan import batch_for
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -73,14 +75,6 @@ def blend_weight(tile: Tile, height: int, width: int, *, scale: int, overlap: in
 
 
 TileRunner = Callable[[torch.Tensor, list[Tile]], torch.Tensor]
-BATCH_PIXELS = 8 * 32 * 32  # LR pixels per forward pass: 32-px tiles run about twice as fast batched by 8 on 2 cores
-
-
-def batch_for(tile: int) -> int:
-    """Tiles per forward pass: several small tiles, one large one (activations grow with the batch's pixels)."""
-    return max(1, min(8, BATCH_PIXELS // (tile * tile)))
-
-
 def tile_groups(tiles: list[Tile], *, batch: int) -> list[list[int]]:
     """Consecutive tiles of one tile row and one shape, at most ``batch`` each: a fixed function of the layout,
     so a tile is always computed in the same batch and its result never depends on which region asked for it."""

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shutil
@@ -83,7 +84,7 @@ def run(args) -> int:
     tile, overlap = upscaler.tiling(tile=args.tile, overlap=args.overlap)
     layout = Layout(
         image.axes, tuple(image.array.shape), upscaler.scale, tile, overlap, rgb=image.rgb,
-        out_axes="".join(a for a in ome.OME_ORDER if a in image.axes), min_chunk=args.chunk,
+        out_axes="".join(a for a in ome.OME_ORDER if a in image.axes), min_chunk=args.chunk, batch=upscaler.batch(tile),
     )
     fmt = ome.pick_format(args.format)
     params = run_params(args, image, layout, upscaler, fmt)
@@ -103,7 +104,9 @@ def run(args) -> int:
         params["torch_threads"] = 0 if args.scheduler else max(1, cores // (args.workers or args.threads))
         group = create_output(output, layout, params, fmt)
         stored = params
-    params |= {k: stored[k] for k in ("normalization", "torch_threads")}
+    # the first run's batch groups the tiles, so a resume on another device keeps it (older outputs lack it)
+    params |= {k: stored[k] for k in ("normalization", "torch_threads", "batch") if k in stored}
+    layout = dataclasses.replace(layout, batch=params["batch"])
     norm = Normalization.from_dict(params["normalization"])
     job = execute.Job(
         image.spec, str(output), layout, norm, args.seed, params["dtype"], args.model, args.device, args.precision,
@@ -178,6 +181,7 @@ def run_params(args, image, layout: Layout, upscaler, fmt) -> dict:
         "seed": args.seed,
         "tile": layout.tile,
         "overlap": layout.overlap,
+        "batch": layout.batch,
         "dtype": np.dtype(args.dtype or image.array.dtype).name,
         "levels": max(1, min(args.levels, int(math.log2(hr_min)) + 1)),
         "format": fmt.version,
