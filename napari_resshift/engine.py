@@ -12,14 +12,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import allocator, diffusion, normalization, tileplan
+from . import allocator, diffusion, normalization, precision as precisions, tileplan
 from .errors import ResShiftError
 from .loading import load_model
 from .model import ResShiftModel
 from .noise import positional_noise
 from .tiling import Tile, blend_tiles
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: fp32, or half precision on a GPU where measured harmless
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -61,7 +61,7 @@ class Upscaler:
         *,
         card: dict | None = None,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         autoencoder=None,
     ):
         if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
@@ -74,10 +74,12 @@ class Upscaler:
             raise ResShiftError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         if precision == "fp16" and self.device.type == "cpu":
             raise ResShiftError("fp16 is not supported on the CPU; use bf16 or fp32")
-        self.precision = precision
         memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.model = model.eval().to(self.device, memory_format=memory_format)
         self.memory_format = memory_format
+        if precision == "auto":
+            precision = precisions.pick(self.model, self.device, size=self.default_tile)
+        self.precision = precision
 
     @property
     def scale(self) -> int:

@@ -5,9 +5,9 @@ chunk can be computed alone (resume, workers, napari) and equals the same pixels
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import math
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -406,10 +406,20 @@ def _pipelined(upscaler, source, target, layout, blocks, *, norm, seed, dtype, d
     return written
 
 
-@functools.lru_cache(maxsize=2)
-def cached_upscaler(spec: str, *, device: str = "auto", precision: str = "fp32") -> Upscaler:
-    """One loaded model per process and spec, so that tasks carry a path, not the weights."""
-    return Upscaler(spec, device=device, precision=precision)
+_LOADED: dict[tuple[str, str, str], Upscaler] = {}
+_LOADING = threading.Lock()
+
+
+def cached_upscaler(spec: str, *, device: str = "auto", precision: str = "auto") -> Upscaler:
+    """One loaded model per process, spec, device and precision, so that tasks carry a path, not the weights;
+    ``auto`` precision is measured once and the model then also serves its outcome."""
+    with _LOADING:  # dask's threads ask at once: load once
+        if (spec, device, precision) not in _LOADED:
+            if len(_LOADED) >= 4:
+                _LOADED.clear()
+            up = Upscaler(spec, device=device, precision=precision)
+            _LOADED[(spec, device, precision)] = _LOADED[(spec, device, up.precision)] = up
+        return _LOADED[(spec, device, precision)]
 
 
 def set_threads(threads: int) -> None:

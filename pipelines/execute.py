@@ -44,7 +44,7 @@ def finished_keys(output) -> set[str]:
 def _open(job: Job, on_chunk):
     """This process's model, the output's level 0 and a recorder that marks a written chunk done."""
     set_threads(job.threads or _threads_per_task())
-    upscaler = cached_upscaler(job.model, device=job.device, precision=job.precision)
+    upscaler = cached_upscaler(job.model, device=worker_device(job.device), precision=job.precision)
     target = zarr.open_array(f"{job.output}/0", mode="r+")
     done_dir = Path(job.output) / DONE_DIR
 
@@ -71,6 +71,22 @@ def run_pipelined(job: Job, blocks: list[Block], done: set[str], *, on_chunk=Non
     upscaler, target, record = _open(job, on_chunk)
     return upscale_into(upscaler, job.input.open_array(), target, job.layout, norm=job.norm, seed=job.seed,
                         dtype=job.dtype, done=done, on_chunk=record, blocks=blocks, prefetch=PREFETCH)
+
+
+def worker_device(device: str) -> str:
+    """``device`` for this process: on a machine with several GPUs, dask worker k takes GPU k mod n, so each worker
+    loads the model once, on its own GPU."""
+    import torch
+
+    if device not in ("auto", "cuda") or torch.cuda.device_count() < 2:
+        return device
+    try:
+        from distributed import get_worker
+
+        name = str(get_worker().name)
+    except (ImportError, ValueError):
+        return device
+    return f"cuda:{int(name) % torch.cuda.device_count()}" if name.isdigit() else device
 
 
 def _threads_per_task() -> int:

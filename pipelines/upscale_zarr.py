@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="a shipped model (default: real images with noise, blur or "
                    "JPEG; clean: clean, bicubic-like images) or a model file/folder (default: default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: fp32, or bf16/fp16 autocast on a CUDA GPU where its output on a calibration tile stays at "
+                        "40 dB PSNR or more from fp32's (default: auto)")
     p.add_argument("--tile", type=int, help="tile side in input pixels (default: the size the model was trained on)")
     p.add_argument("--chunk", type=int, default=MIN_CHUNK,
                    help=f"output chunk side in output pixels, rounded up to whole tile steps (default {MIN_CHUNK})")
@@ -104,12 +106,13 @@ def run(args) -> int:
         params["torch_threads"] = 0 if args.scheduler else max(1, cores // (args.workers or args.threads))
         group = create_output(output, layout, params, fmt)
         stored = params
-    # the first run's batch groups the tiles, so a resume on another device keeps it (older outputs lack it)
-    params |= {k: stored[k] for k in ("normalization", "torch_threads", "batch") if k in stored}
+    # a resume keeps the first run's batch (it groups the tiles) and automatic precision (older outputs lack them)
+    kept = ("normalization", "torch_threads", "batch") + (("precision",) if args.precision == "auto" else ())
+    params |= {k: stored[k] for k in kept if k in stored}
     layout = dataclasses.replace(layout, batch=params["batch"])
     norm = Normalization.from_dict(params["normalization"])
     job = execute.Job(
-        image.spec, str(output), layout, norm, args.seed, params["dtype"], args.model, args.device, args.precision,
+        image.spec, str(output), layout, norm, args.seed, params["dtype"], args.model, args.device, params["precision"],
         threads=params["torch_threads"],
     )
     blocks = layout.blocks()
