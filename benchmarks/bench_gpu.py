@@ -155,8 +155,8 @@ def main(argv=None) -> None:
         if "v3" in models:
             size = 64 if args.quick else min(int(s) for s in args.sizes.split(","))
             naive = naive_rate(device, size)
-            print(f"\nv3 naive loop (chop 64, stride 56, batch 1, fp32) at {size}x{size}: {naive:.3f} out-Mpx/s; "
-                  f"the pipeline: {rates[('v3', size)]:.3f} ({rates[('v3', size)] / naive:.2f}x)")
+            print(f"\nv3 naive loop (chop 64, stride 56, batch 1, fp32) at {size}x{size}: {naive:.4g} out-Mpx/s; "
+                  f"the pipeline: {rates[('v3', size)]:.4g} ({rates[('v3', size)] / naive:.2f}x)")
 
 
 if __name__ == "__main__":
