@@ -91,11 +91,14 @@ def positional_noise(
     xs = x0[:, None] + torch.arange(w, dtype=torch.int64, device=device)
     key = stream_key(seed, plane, draw)
     out = torch.empty(len(origins), h, w, pairs, 2, device=device)
-    # The CPU works through cache-sized bands of rows; a GPU takes everything in one pass.
-    rows = h if device.type != "cpu" else max(1, CHUNK // max(1, w * pairs))
-    for b in range(len(origins)):
-        for r in range(0, h, rows):
-            band = slice(r, r + rows)
-            _box_muller(_counters(key, pairs, ys[b:b + 1, band], xs[b:b + 1]), out[b:b + 1, band])
+    # A GPU takes the whole batch in one pass; the CPU works through cache-sized bands of rows.
+    if device.type != "cpu" or len(origins) * h * w * pairs <= CHUNK:
+        _box_muller(_counters(key, pairs, ys, xs), out)
+    else:
+        rows = max(1, CHUNK // max(1, w * pairs))
+        for b in range(len(origins)):
+            for r in range(0, h, rows):
+                band = slice(r, r + rows)
+                _box_muller(_counters(key, pairs, ys[b:b + 1, band], xs[b:b + 1]), out[b:b + 1, band])
     noise = out.view(len(origins), h, w, 2 * pairs)[..., :channels].permute(0, 3, 1, 2)
     return noise.contiguous(memory_format=torch.channels_last)

@@ -20,7 +20,7 @@ def test_windows_batches_and_bands_cut_the_same_field():
     assert torch.equal(field(h=96, w=80)[0], big)  # the same on a second call
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 1000, 1 << 30])  # one row per pass ... the whole window in one (GPU) pass
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 1 << 30])  # one row per pass ... the whole batch in one (the GPU's)
 def test_cpu_bands_do_not_change_the_values(monkeypatch, chunk):
     whole = field(channels=3, origins=[(3, 11), (50, 2)], h=40, w=33)
     monkeypatch.setattr(noise, "CHUNK", chunk)
