@@ -11,6 +11,7 @@ import math
 
 import torch
 
+GENERATOR = "position-hash-1"  # recorded with a run: a resume refuses to mix noise from another generator
 MASK32 = 0xFFFFFFFF
 MASK64 = (1 << 64) - 1
 # Odd multipliers below 2**31 of a two-multiply 32-bit xorshift-multiply hash (a hash-prospector result).

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_resshift import noise
 from napari_resshift.engine import PRECISIONS
 from napari_resshift.errors import ResShiftError, run_cli
 from napari_resshift.outofcore import MIN_CHUNK, Layout, cached_upscaler, fit_normalization
@@ -22,7 +23,8 @@ from napari_resshift.normalization import Normalization
 from . import execute, ome, readers
 from .example import write_example
 
-RESUME_KEYS = ("input_shape", "axes", "rgb", "model", "scale", "seed", "tile", "overlap", "dtype", "levels", "format")
+RESUME_KEYS = ("input_shape", "axes", "rgb", "model", "scale", "seed", "tile", "overlap", "dtype", "levels", "format",
+               "noise")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +187,7 @@ def run_params(args, image, layout: Layout, upscaler, fmt) -> dict:
         "tile": layout.tile,
         "overlap": layout.overlap,
         "batch": layout.batch,
+        "noise": noise.GENERATOR,
         "dtype": np.dtype(args.dtype or image.array.dtype).name,
         "levels": max(1, min(args.levels, int(math.log2(hr_min)) + 1)),
         "format": fmt.version,
