@@ -128,8 +128,8 @@ def main(argv=None) -> None:
     device = "cuda" if cuda else "cpu"
     name = torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores"
     print(f"# bench_gpu  device: {name}  torch {torch.__version__}")
-    print("| model | input | tiles | tile (overlap) x batch | precision | half PSNR dB | wall s | out-Mpx/s | device busy "
-          "| CPU s/tile | peak GPU MB |")
+    print("| model | input | tiles | tile (overlap) x batch | precision | half PSNR dB | wall s | out-Mpx/s "
+          "| device busy | CPU s/tile | peak GPU MB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     models = args.models.split(",")
     with tempfile.TemporaryDirectory() as tmp:

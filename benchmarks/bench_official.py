@@ -125,8 +125,8 @@ def main(argv=None) -> None:
             tiles, params = cli_tiles(out, size)
             mpx = (size * 4) ** 2 / 1e6
             naive_s = statistics.median(t for t, _, _ in runs["naive"])
-            rows = [("naive (chop 64, stride 56, batch 1)", naive_tiles, f"{NAIVE_CHOP} ({NAIVE_CHOP - NAIVE_STRIDE}) x 1",
-                     "fp32", runs["naive"]),
+            naive_tiling = f"{NAIVE_CHOP} ({NAIVE_CHOP - NAIVE_STRIDE}) x 1"
+            rows = [("naive (chop 64, stride 56, batch 1)", naive_tiles, naive_tiling, "fp32", runs["naive"]),
                     ("cli (defaults)", tiles, f"{params['tile']} ({params['overlap']}) x {params['batch']}",
                      params["precision"], runs["cli"])]
             for name, n, tiling, precision, measured in rows:
