@@ -1,7 +1,8 @@
 """The one tiler: tile layout, blend weights and the tiled upscaling of a plane.
 
 With position-keyed noise (``noise.py``) a tile's result depends only on (seed, plane, its LR footprint), so any
-region of the output can be computed alone (dask chunks, napari, resume) and equals the same region of a whole-image run.
+region of the output can be computed alone (dask chunks, napari, resume) and equals the same region of a
+whole-image run.
 """
 from __future__ import annotations
 
