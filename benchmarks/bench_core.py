@@ -2,6 +2,8 @@
 
 Prints median times of the UNet forward, the encode, the decode and the full sample, with achieved GFLOP/s, for fp32
 and bf16 autocast, and the bf16 output's PSNR against fp32. Usage: python benchmarks/bench_core.py [--repeats N]
+``--profile``: one fp32 full sample under torch.profiler instead, the operators that take the time (by self CPU
+time) and the share spent in operators that do no counted FLOPs (copies, layout changes, elementwise, norms).
 """
 import argparse
 import statistics
@@ -31,9 +33,31 @@ def flops(fn):
     return counter.get_total_flops()
 
 
+# operators whose FLOPs torch's counter counts: the rest is overhead around them
+COUNTED = ("conv", "mm", "matmul", "linear", "addmm", "bmm", "baddbmm", "scaled_dot_product")
+
+
+def profile(up: Upscaler, lq: torch.Tensor, rows: int = 15) -> None:
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    gen = torch.Generator().manual_seed(0)
+    noise = lambda k: torch.randn(1, 3, 64, 64, generator=gen)  # noqa: E731
+    up.super_resolve(lq, noise=noise)  # warm-up
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        up.super_resolve(lq, noise=noise)
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"{'operator':<36}{'calls':>8}{'self ms':>10}{'share':>8}")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:rows]:
+        print(f"{e.key[:35]:<36}{e.count:>8}{e.self_cpu_time_total / 1e3:>10.1f}{e.self_cpu_time_total / total:>8.1%}")
+    overhead = sum(e.self_cpu_time_total for e in events if not any(k in e.key for k in COUNTED))
+    print(f"operators without counted FLOPs: {overhead / total:.1%} of {total / 1e6:.2f} s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
@@ -41,6 +65,10 @@ def main():
     torch.manual_seed(0)
     model = ResShiftModel(PRESETS["v3"].config)
     lq = torch.rand(1, 3, 64, 64) * 2 - 1
+    if args.profile:
+        print(f"v3 configuration, random weights, 64x64 -> 256x256, 4 steps, fp32, CPU, {args.threads} threads")
+        profile(Upscaler(model, device="cpu", precision="fp32"), lq)
+        return
     outputs = {}
     print(f"v3 configuration, random weights, 64x64 -> 256x256, 4 steps, CPU, {args.threads} threads")
     print(f"{'precision':<10}{'part':<14}{'median s':>10}{'GFLOP':>10}{'GFLOP/s':>10}")

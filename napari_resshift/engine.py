@@ -12,14 +12,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import allocator, diffusion, normalization
+from . import allocator, diffusion, normalization, precision as precisions, tileplan
 from .errors import ResShiftError
 from .loading import load_model
 from .model import ResShiftModel
-from .tiling import Tile, blend_tiles, positional_noise
+from .noise import positional_noise
+from .tiling import Tile, blend_tiles
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-DEFAULT_TILE = 128  # LR pixels: big enough to amortise the halo, small enough for an autoencoder's global attention
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: fp32, or half precision on a GPU where measured harmless
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -61,7 +61,7 @@ class Upscaler:
         *,
         card: dict | None = None,
         device: str = "auto",
-        precision: str = "fp32",
+        precision: str = "auto",
         autoencoder=None,
     ):
         if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
@@ -74,10 +74,12 @@ class Upscaler:
             raise ResShiftError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
         if precision == "fp16" and self.device.type == "cpu":
             raise ResShiftError("fp16 is not supported on the CPU; use bf16 or fp32")
-        self.precision = precision
         memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.model = model.eval().to(self.device, memory_format=memory_format)
         self.memory_format = memory_format
+        if precision == "auto":
+            precision = precisions.pick(self.model, self.device, size=self.default_tile)
+        self.precision = precision
 
     @property
     def scale(self) -> int:
@@ -91,10 +93,8 @@ class Upscaler:
 
     @property
     def default_tile(self) -> int:
-        """The model card's tile, else the size the model was trained on: an autoencoder's global attention and
-        GroupNorm statistics may not carry over to much larger tiles."""
-        trained = self.card.get("training", {}).get("crop")
-        return int(self.card.get("tile") or (trained // self.scale if trained else DEFAULT_TILE))
+        """Tile side in LR pixels for this model (see ``tileplan``)."""
+        return tileplan.default_tile(self.model, self.card)
 
     def tiling(self, *, tile: int | None = None, overlap: int | None = None) -> tuple[int, int]:
         """(tile, overlap) in LR pixels, the defaults filled in."""
@@ -110,8 +110,12 @@ class Upscaler:
         return self.model.unet.halo // max(1, self.model.latent_factor)
 
     def default_overlap(self, tile: int) -> int:
-        """Overlap in LR pixels: the model card's, else the denoiser's halo; at most a quarter of the tile."""
-        return max(4, min(int(self.card.get("overlap") or self.halo), tile // 4))
+        """Halo in LR pixels for this model and tile (see ``tileplan``)."""
+        return tileplan.default_overlap(self.model, self.card, tile)
+
+    def batch(self, tile: int) -> int:
+        """Tiles per forward pass on this device."""
+        return tileplan.batch_for(tile, self.device)
 
     @torch.inference_mode()
     def super_resolve(self, lr: torch.Tensor, *, noise: diffusion.NoiseSource, callback=None) -> torch.Tensor:
@@ -123,23 +127,22 @@ class Upscaler:
                 callback=callback)
         return out.float().cpu()
 
-    def tile_noise(self, tile: Tile, *, seed: int, plane: int) -> Callable[[int], torch.Tensor]:
-        """Noise [C, h, w] for a tile, keyed by absolute latent position so it does not depend on the tiling."""
+    def tile_noise(self, tiles: list[Tile], *, seed: int, plane: int) -> diffusion.NoiseSource:
+        """Noise [B, C, h, w] for same-shaped tiles, made on the model's device and keyed by absolute latent
+        position, so it does not depend on the tiling."""
         f = self.model.latent_factor
         m = self.model.pad_multiple
-        h, w = math.ceil(tile.h / m) * m, math.ceil(tile.w / m) * m
-        c = self.model.latent_channels
+        h, w = math.ceil(tiles[0].h / m) * m, math.ceil(tiles[0].w / m) * m
+        origins = [(t.y0 * f, t.x0 * f) for t in tiles]
         return lambda k: positional_noise(
-            seed=seed, plane=plane, draw=k, channels=c, y0=tile.y0 * f, x0=tile.x0 * f, h=h * f, w=w * f
+            seed=seed, plane=plane, draw=k, channels=self.model.latent_channels, origins=origins, h=h * f, w=w * f,
+            device=self.device,
         )
 
     def upscale_tiles(self, patches: torch.Tensor, tiles: list[Tile], *, seed: int, plane: int) -> torch.Tensor:
         """Same-shaped tiles [B, 3, h, w] at LR positions ``tiles`` -> HR [B, 3, sh, sw] in one batch, each with
         its position-keyed noise."""
-        noises = [self.tile_noise(t, seed=seed, plane=plane) for t in tiles]
-        # Stacked pixel-major, the batch comes channels-last without a copy (torch.cat would make it contiguous).
-        return self.super_resolve(
-            patches, noise=lambda k: torch.stack([n(k).permute(1, 2, 0) for n in noises]).permute(0, 3, 1, 2))
+        return self.super_resolve(patches, noise=self.tile_noise(tiles, seed=seed, plane=plane))
 
     def upscale_plane(
         self,
@@ -158,7 +161,8 @@ class Upscaler:
         def run(patches: torch.Tensor, tiles: list[Tile]) -> torch.Tensor:
             return self.upscale_tiles(patches, tiles, seed=seed, plane=plane)
 
-        return blend_tiles(run, lr, scale=self.scale, tile=tile, overlap=overlap, box=box, on_tile=on_tile)
+        return blend_tiles(run, lr, scale=self.scale, tile=tile, overlap=overlap, box=box, batch=self.batch(tile),
+                           on_tile=on_tile)
 
     def upscale(
         self,
@@ -225,6 +229,7 @@ class Upscaler:
             "seed": seed,
             "tile": tile,
             "overlap": overlap,
+            "batch": self.batch(tile),
             "device": str(self.device),
             "precision": self.precision,
             "normalization": norm.to_dict(),

@@ -5,10 +5,11 @@ chunk can be computed alone (resume, workers, napari) and equals the same pixels
 """
 from __future__ import annotations
 
-import functools
 import itertools
 import math
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -19,7 +20,7 @@ from . import normalization
 from .engine import Upscaler
 from .errors import ResShiftError
 from .normalization import Normalization
-from .tiling import Tile, batch_for, blend_tiles, plan_tiles, tile_groups, tiles_for_region
+from .tiling import Tile, blend_tiles, plan_tiles, tile_groups, tiles_for_region
 
 AXES = "tczyx"  # the axis names understood; only y and x are upscaled
 BLOCK_CHUNKS = 8  # chunks per block side: a block computes each tile once, tiles on its border are shared with the next
@@ -43,6 +44,7 @@ class Layout:
 
     ``rgb``: the ``c`` axis holds RGB(A) samples that go through the model together; otherwise every channel
     (and every t, z) is a plane that goes through alone, replicated to RGB, the output being the mean of the three.
+    ``batch``: tiles per forward pass (default: the upscaler's); part of the layout because it groups the tiles.
     """
 
     axes: str
@@ -53,6 +55,7 @@ class Layout:
     rgb: bool = False
     out_axes: str | None = None
     min_chunk: int = MIN_CHUNK
+    batch: int | None = None
 
     def __post_init__(self):
         if len(self.axes) != len(self.shape):
@@ -225,6 +228,90 @@ def _write(target, layout: Layout, index: dict, box, data: np.ndarray) -> None:
     target[sel] = np.moveaxis(data, [kept.index(a) for a in order], range(len(order)))
 
 
+@dataclass
+class PreparedBlock:
+    """A block's unfinished chunks and its LR window, read and normalised: all a compute needs from the source."""
+
+    block: Block
+    todo: list[tuple[int, int]]
+    window: torch.Tensor  # [C, h, w] in [-1, 1]
+    origin: tuple[int, int]
+    norm: Normalization
+    dtype: np.dtype
+
+
+def prepare_block(
+    source, layout: Layout, block: Block, *, norm: Normalization, batch: int, dtype=None, done: Iterable[str] = ()
+) -> PreparedBlock | None:
+    """Read and normalise the LR window that ``block``'s unfinished chunks need (None when all are done)."""
+    done = set(done)
+    todo = [(cy, cx) for cy in block.rows for cx in block.cols if chunk_key(block.plane, cy, cx) not in done]
+    if not todo:
+        return None
+    dtype = np.dtype(dtype) if dtype is not None else normalization.check_dtype(np.dtype(source.dtype))
+    tiles = plan_tiles(layout.height, layout.width, tile=layout.tile, overlap=layout.overlap)
+    needed = {i for c in todo for i in tiles_for_region(tiles, layout.chunk_box(*c), layout.scale)}
+    used = [tiles[i] for g in tile_groups(tiles, batch=batch) if needed & set(g) for i in g]  # whole batches
+    y0 = max(0, min(t.y0 for t in used) - ALPHA_HALO)
+    x0 = max(0, min(t.x0 for t in used) - ALPHA_HALO)
+    y1 = min(layout.height, max(t.y0 + t.h for t in used) + ALPHA_HALO)
+    x1 = min(layout.width, max(t.x0 + t.w for t in used) + ALPHA_HALO)
+    plane_norm = _plane_norm(norm, layout, dict(block.index))
+    window = _read_window(source, layout, dict(block.index), (y0, x0, y1, x1), plane_norm)
+    return PreparedBlock(block, todo, window, (y0, x0), plane_norm, dtype)
+
+
+def compute_block(
+    upscaler: Upscaler,
+    prepared: PreparedBlock,
+    layout: Layout,
+    *,
+    batch: int,
+    seed: int = 0,
+    write: Callable[[tuple[int, int], np.ndarray], None],
+) -> int:
+    """Upscale the prepared chunks, each tile once, handing each finished chunk to ``write(chunk, data)``."""
+    scale, height, width = layout.scale, layout.height, layout.width
+    block, window, origin = prepared.block, prepared.window, prepared.origin
+    tiles = plan_tiles(height, width, tile=layout.tile, overlap=layout.overlap)
+    boxes = {c: layout.chunk_box(*c) for c in prepared.todo}
+    needs = {c: tiles_for_region(tiles, box, scale) for c, box in boxes.items()}
+    uses = Counter(i for ids in needs.values() for i in ids)
+    rgb = window[:3] if layout.rgb else window.expand(3, -1, -1)
+    view = _WindowView(rgb, origin, height, width)
+    cache: dict[Tile, torch.Tensor] = {}
+
+    def run(patches: torch.Tensor, group: list[Tile]) -> torch.Tensor:
+        if not all(t in cache for t in group):
+            cache.update(zip(group, upscaler.upscale_tiles(patches, group, seed=seed, plane=block.plane)))
+        return torch.stack([cache[t] for t in group])
+
+    for c in prepared.todo:
+        hr = blend_tiles(run, view, scale=scale, tile=layout.tile, overlap=layout.overlap, box=boxes[c], batch=batch)
+        if not layout.rgb:
+            hr = hr.mean(0, keepdim=True)
+        elif window.shape[0] == 4:
+            hr = torch.cat([hr, _alpha(window, origin, boxes[c], scale)], 0)
+        write(c, prepared.norm.inverse(hr.numpy(), prepared.dtype, channel_axis=0))
+        for i in needs[c]:
+            uses[i] -= 1
+            if uses[i] == 0:
+                cache.pop(tiles[i], None)
+    return len(prepared.todo)
+
+
+def _writer(target, layout: Layout, block: Block, on_chunk: Callable[[str], None] | None):
+    """``write(chunk, data)``: the chunk into the target, then ``on_chunk(key)`` (a chunk is recorded once written)."""
+    index = dict(block.index)
+
+    def write(c: tuple[int, int], data: np.ndarray) -> None:
+        _write(target, layout, index, layout.chunk_box(*c), data)
+        if on_chunk is not None:
+            on_chunk(chunk_key(block.plane, *c))
+
+    return write
+
+
 def upscale_block(
     upscaler: Upscaler,
     source,
@@ -243,49 +330,12 @@ def upscale_block(
     ``on_chunk(key)`` is called after each chunk is written (persist the key to resume; raise to cancel).
     Returns the number of chunks written.
     """
-    done = set(done)
-    todo = [(cy, cx) for cy in block.rows for cx in block.cols if chunk_key(block.plane, cy, cx) not in done]
-    if not todo:
+    batch = layout.batch or upscaler.batch(layout.tile)
+    prepared = prepare_block(source, layout, block, norm=norm, batch=batch, dtype=dtype, done=done)
+    if prepared is None:
         return 0
-    dtype = np.dtype(dtype) if dtype is not None else normalization.check_dtype(np.dtype(source.dtype))
-    scale, height, width = layout.scale, layout.height, layout.width
-    tiles = plan_tiles(height, width, tile=layout.tile, overlap=layout.overlap)
-    boxes = {c: layout.chunk_box(*c) for c in todo}
-    needs = {c: tiles_for_region(tiles, box, scale) for c, box in boxes.items()}
-    uses = Counter(i for ids in needs.values() for i in ids)
-    groups = tile_groups(tiles, batch=batch_for(layout.tile))
-    batched = {i for g in groups if uses.keys() & set(g) for i in g}  # a tile is computed with its whole batch
-    used = [tiles[i] for i in batched]
-    y0 = max(0, min(t.y0 for t in used) - ALPHA_HALO)
-    x0 = max(0, min(t.x0 for t in used) - ALPHA_HALO)
-    y1 = min(height, max(t.y0 + t.h for t in used) + ALPHA_HALO)
-    x1 = min(width, max(t.x0 + t.w for t in used) + ALPHA_HALO)
-    index = dict(block.index)
-    plane_norm = _plane_norm(norm, layout, index)
-    window = _read_window(source, layout, index, (y0, x0, y1, x1), plane_norm)
-    rgb = window[:3] if layout.rgb else window.expand(3, -1, -1)
-    view = _WindowView(rgb, (y0, x0), height, width)
-    cache: dict[Tile, torch.Tensor] = {}
-
-    def run(patches: torch.Tensor, batch: list[Tile]) -> torch.Tensor:
-        if not all(t in cache for t in batch):
-            cache.update(zip(batch, upscaler.upscale_tiles(patches, batch, seed=seed, plane=block.plane)))
-        return torch.stack([cache[t] for t in batch])
-
-    for c in todo:
-        hr = blend_tiles(run, view, scale=scale, tile=layout.tile, overlap=layout.overlap, box=boxes[c])
-        if not layout.rgb:
-            hr = hr.mean(0, keepdim=True)
-        elif window.shape[0] == 4:
-            hr = torch.cat([hr, _alpha(window, (y0, x0), boxes[c], scale)], 0)
-        _write(target, layout, index, boxes[c], plane_norm.inverse(hr.numpy(), dtype, channel_axis=0))
-        for i in needs[c]:
-            uses[i] -= 1
-            if uses[i] == 0:
-                cache.pop(tiles[i], None)
-        if on_chunk is not None:
-            on_chunk(chunk_key(block.plane, *c))
-    return len(todo)
+    return compute_block(upscaler, prepared, layout, batch=batch, seed=seed,
+                         write=_writer(target, layout, block, on_chunk))
 
 
 def upscale_into(
@@ -299,20 +349,79 @@ def upscale_into(
     dtype=None,
     done: Iterable[str] = (),
     on_chunk: Callable[[str], None] | None = None,
+    blocks: list[Block] | None = None,
+    prefetch: int = 0,
 ) -> int:
-    """Upscale all of ``source`` into ``target`` (shape ``layout.target_shape``) block by block, in this thread."""
+    """Upscale all of ``source`` (or its ``blocks``) into ``target`` (shape ``layout.target_shape``) block by block.
+
+    With ``prefetch`` > 0, a reader thread reads and normalises up to that many blocks ahead and a writer thread
+    writes (and records) finished chunks, at most that many blocks behind, while this thread computes: the device
+    never waits for the disk. The result is the same either way.
+    """
     done = set(done)
-    return sum(
-        upscale_block(upscaler, source, target, layout, b, norm=norm, seed=seed, dtype=dtype, done=done,
-                      on_chunk=on_chunk)
-        for b in layout.blocks()
-    )
+    blocks = layout.blocks() if blocks is None else blocks
+    if prefetch <= 0:
+        return sum(
+            upscale_block(upscaler, source, target, layout, b, norm=norm, seed=seed, dtype=dtype, done=done,
+                          on_chunk=on_chunk)
+            for b in blocks
+        )
+    return _pipelined(upscaler, source, target, layout, blocks, norm=norm, seed=seed, dtype=dtype, done=done,
+                      on_chunk=on_chunk, prefetch=prefetch)
 
 
-@functools.lru_cache(maxsize=2)
-def cached_upscaler(spec: str, *, device: str = "auto", precision: str = "fp32") -> Upscaler:
-    """One loaded model per process and spec, so that tasks carry a path, not the weights."""
-    return Upscaler(spec, device=device, precision=precision)
+def _pipelined(upscaler, source, target, layout, blocks, *, norm, seed, dtype, done, on_chunk, prefetch) -> int:
+    batch = layout.batch or upscaler.batch(layout.tile)
+    limit = prefetch * BLOCK_CHUNKS**2  # chunks waiting to be written
+    written = 0
+    behind: list = []
+    with ThreadPoolExecutor(1, "resshift-read") as reader, ThreadPoolExecutor(1, "resshift-write") as writer:
+        def read(b: Block):
+            return reader.submit(prepare_block, source, layout, b, norm=norm, batch=batch, dtype=dtype, done=done)
+
+        def settle(wait_all: bool = False) -> None:
+            """Collect finished writes, waiting while too many are queued; re-raises a write's or on_chunk's error
+            (a cancel) as soon as it has happened."""
+            while behind and (wait_all or len(behind) > limit or behind[0].done()):
+                behind.pop(0).result()
+
+        ahead = [read(b) for b in blocks[:prefetch]]
+        try:
+            for k, block in enumerate(blocks):
+                prepared = ahead.pop(0).result()
+                if k + prefetch < len(blocks):
+                    ahead.append(read(blocks[k + prefetch]))
+                if prepared is None:
+                    continue
+                write = _writer(target, layout, block, on_chunk)
+
+                def queue(c, data, write=write):
+                    behind.append(writer.submit(write, c, data))
+                    settle()
+
+                written += compute_block(upscaler, prepared, layout, batch=batch, seed=seed, write=queue)
+            settle(wait_all=True)
+        except BaseException:
+            for future in behind + ahead:
+                future.cancel()  # nothing more is written after a cancel or an error
+            raise
+    return written
+
+
+_LOADED: dict[tuple[str, str, str], Upscaler] = {}
+_LOADING = threading.Lock()
+
+
+def cached_upscaler(spec: str, *, device: str = "auto", precision: str = "auto") -> Upscaler:
+    """One loaded model per process, spec, device and precision, so that tasks carry a path, not the weights;
+    ``auto`` precision is measured once and the model then also serves its outcome."""
+    with _LOADING:  # dask's threads ask at once: load once
+        if (spec, device, precision) not in _LOADED:
+            if len(_LOADED) >= 4:
+                _LOADED.clear()
+            up = Upscaler(spec, device=device, precision=precision)
+            _LOADED[(spec, device, precision)] = _LOADED[(spec, device, up.precision)] = up
+        return _LOADED[(spec, device, precision)]
 
 
 def set_threads(threads: int) -> None:

@@ -1,7 +1,8 @@
-"""The one tiler: tile layout, blend weights, position-keyed noise and the tiled upscaling of a plane.
+"""The one tiler: tile layout, blend weights and the tiled upscaling of a plane.
 
-A tile's result depends only on (seed, plane, its LR footprint), so any region of the output can be computed alone
-(dask chunks, napari, resume) and equals the same region of a whole-image run.
+With position-keyed noise (``noise.py``) a tile's result depends only on (seed, plane, its LR footprint), so any
+region of the output can be computed alone (dask chunks, napari, resume) and equals the same region of a
+whole-image run.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
+
+from .tileplan import batch_for
 
 
 @dataclass(frozen=True)
@@ -72,56 +75,7 @@ def blend_weight(tile: Tile, height: int, width: int, *, scale: int, overlap: in
     return np.outer(wy, wx).astype(np.float32)
 
 
-MASK64 = (1 << 64) - 1
-NOISE_BLOCK = 32  # latent pixels per side of the independently seeded noise blocks
-
-
-def _mix(x: int) -> int:
-    """splitmix64 finaliser: a bijective, well-mixed hash of a 64-bit integer."""
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
-    return x ^ (x >> 31)
-
-
-def _key(*parts: int) -> int:
-    key = _mix(0x9E3779B97F4A7C15)
-    for part in parts:
-        key = _mix(key ^ ((part & MASK64) * 0x9E3779B97F4A7C15 & MASK64))
-    return key
-
-
-def positional_noise(
-    *, seed: int, plane: int, draw: int, channels: int, y0: int, x0: int, h: int, w: int
-) -> torch.Tensor:
-    """Standard normal noise [channels, h, w] that is a pure function of (seed, plane, draw, channel, y, x).
-
-    The latent plane is cut into fixed NOISE_BLOCK-square blocks, each drawn from its own generator seeded by a hash
-    of (seed, plane, draw, block row, block column); a window takes the blocks it overlaps and crops them. Values
-    are drawn pixel by pixel (channels innermost), so the result comes channels-last, the CPU engine's layout.
-    """
-    b = NOISE_BLOCK
-    by0, bx0 = y0 // b, x0 // b
-    gen = torch.Generator()
-    rows = []
-    for by in range(by0, -(-(y0 + h) // b)):
-        row = []
-        for bx in range(bx0, -(-(x0 + w) // b)):
-            gen.manual_seed(_key(seed, plane, draw, by, bx))
-            row.append(torch.randn(b, b, channels, generator=gen))
-        rows.append(torch.cat(row, 1))
-    dy, dx = y0 - by0 * b, x0 - bx0 * b
-    return torch.cat(rows, 0)[dy:dy + h, dx:dx + w].contiguous().permute(2, 0, 1)
-
-
 TileRunner = Callable[[torch.Tensor, list[Tile]], torch.Tensor]
-BATCH_PIXELS = 8 * 32 * 32  # LR pixels per forward pass: 32-px tiles run about twice as fast batched by 8 on 2 cores
-
-
-def batch_for(tile: int) -> int:
-    """Tiles per forward pass: several small tiles, one large one (activations grow with the batch's pixels)."""
-    return max(1, min(8, BATCH_PIXELS // (tile * tile)))
-
-
 def tile_groups(tiles: list[Tile], *, batch: int) -> list[list[int]]:
     """Consecutive tiles of one tile row and one shape, at most ``batch`` each: a fixed function of the layout,
     so a tile is always computed in the same batch and its result never depends on which region asked for it."""

@@ -14,12 +14,14 @@ import zarr
 
 from napari_resshift.errors import reported
 from napari_resshift.normalization import Normalization
-from napari_resshift.outofcore import Block, Layout, block_keys, cached_upscaler, set_threads, upscale_block
+from napari_resshift.outofcore import (Block, Layout, block_keys, cached_upscaler, set_threads, upscale_block,
+                                      upscale_into)
 
 from .readers import InputSpec
 
 DONE_DIR = ".resshift-done"
 CONNECT_TIMEOUT = 5  # seconds: a cluster that does not answer by then is refused before the output is created
+PREFETCH = 1  # blocks read ahead and written behind: one is enough to hide the disk behind a block's compute
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,10 @@ def finished_keys(output) -> set[str]:
     return {p.name for p in done.iterdir()} if done.is_dir() else set()
 
 
-def run_block(job: Job, block: Block, done: frozenset, on_chunk=None) -> int:
-    """One task: upscale the unfinished chunks of ``block`` and record each as done once written."""
+def _open(job: Job, on_chunk):
+    """This process's model, the output's level 0 and a recorder that marks a written chunk done."""
     set_threads(job.threads)
-    upscaler = cached_upscaler(job.model, device=job.device, precision=job.precision)
+    upscaler = cached_upscaler(job.model, device=worker_device(job.device), precision=job.precision)
     target = zarr.open_array(f"{job.output}/0", mode="r+")
     done_dir = Path(job.output) / DONE_DIR
 
@@ -53,10 +55,40 @@ def run_block(job: Job, block: Block, done: frozenset, on_chunk=None) -> int:
         if on_chunk is not None:
             on_chunk(key)
 
+    return upscaler, target, record
+
+
+def run_block(job: Job, block: Block, done: frozenset, on_chunk=None) -> int:
+    """One task: upscale the unfinished chunks of ``block`` and record each as done once written."""
+    upscaler, target, record = _open(job, on_chunk)
     return upscale_block(
         upscaler, job.input.open_array(), target, job.layout, block,
         norm=job.norm, seed=job.seed, dtype=job.dtype, done=done, on_chunk=record,
     )
+
+
+def run_pipelined(job: Job, blocks: list[Block], done: set[str], *, on_chunk=None) -> int:
+    """All ``blocks`` in order in this thread, the next one read and normalised while one computes and the last
+    one's chunks written meanwhile: a GPU does not wait for the disk."""
+    upscaler, target, record = _open(job, on_chunk)
+    return upscale_into(upscaler, job.input.open_array(), target, job.layout, norm=job.norm, seed=job.seed,
+                        dtype=job.dtype, done=done, on_chunk=record, blocks=blocks, prefetch=PREFETCH)
+
+
+def worker_device(device: str) -> str:
+    """``device`` for this process: on a machine with several GPUs, dask worker k takes GPU k mod n, so each worker
+    loads the model once, on its own GPU."""
+    import torch
+
+    if device not in ("auto", "cuda") or torch.cuda.device_count() < 2:
+        return device
+    try:
+        from distributed import get_worker
+
+        name = str(get_worker().name)
+    except (ImportError, ValueError):
+        return device
+    return f"cuda:{int(name) % torch.cuda.device_count()}" if name.isdigit() else device
 
 
 def _pending(job: Job, blocks: list[Block], done: set[str]) -> list[tuple[Block, frozenset]]:
@@ -64,10 +96,14 @@ def _pending(job: Job, blocks: list[Block], done: set[str]) -> list[tuple[Block,
 
 
 def run_local(job: Job, blocks: list[Block], done: set[str], *, threads: int, bar) -> None:
-    """dask's threaded scheduler in this process, ``threads`` tasks at once."""
+    """In this process: one thread computing while others read ahead and write behind, or dask's threaded
+    scheduler, ``threads`` tasks at once."""
     import dask
 
     tick = lambda _key: bar.update(1)  # noqa: E731 - threads share this process, so the bar sees every chunk
+    if threads == 1:
+        run_pipelined(job, blocks, done, on_chunk=tick)
+        return
     tasks = [dask.delayed(run_block, pure=False)(job, b, d, tick) for b, d in _pending(job, blocks, done)]
     dask.compute(*tasks, scheduler="threads", num_workers=threads)
 

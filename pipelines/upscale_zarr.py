@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_resshift import noise
 from napari_resshift.engine import PRECISIONS
 from napari_resshift.errors import ArgumentParser, ResShiftError, reported, run_cli
 from napari_resshift.outofcore import MIN_CHUNK, Layout, cached_upscaler, fit_normalization
@@ -21,7 +23,8 @@ from napari_resshift.normalization import Normalization
 from . import batch, checks, execute, geotiff, ome, readers, tiff_output
 from .example import write_example
 
-RESUME_KEYS = ("input_shape", "axes", "rgb", "model", "scale", "seed", "tile", "overlap", "dtype", "levels", "format")
+RESUME_KEYS = ("input_shape", "axes", "rgb", "model", "scale", "seed", "tile", "overlap", "dtype", "levels", "format",
+               "noise")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="a shipped model (default: real images with noise, blur or "
                    "JPEG; clean: clean, bicubic-like images) or a model file/folder (default: default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="auto: fp32, or bf16/fp16 autocast on a CUDA GPU where its output on a calibration tile "
+                        "stays at 40 dB PSNR or more from fp32's (default: auto)")
     p.add_argument("--tile", type=int, help="tile side in input pixels (default: the size the model was trained on)")
     p.add_argument("--chunk", type=int, default=MIN_CHUNK,
                    help=f"output chunk side in output pixels, rounded up to whole tile steps (default {MIN_CHUNK})")
@@ -134,7 +139,7 @@ def run(args) -> int:
     tile, overlap = upscaler.tiling(tile=args.tile, overlap=args.overlap)
     layout = Layout(
         image.axes, tuple(image.array.shape), upscaler.scale, tile, overlap, rgb=image.rgb,
-        out_axes="".join(a for a in ome.OME_ORDER if a in image.axes), min_chunk=args.chunk,
+        out_axes="".join(a for a in ome.OME_ORDER if a in image.axes), min_chunk=args.chunk, batch=upscaler.batch(tile),
     )
     fmt = ome.pick_format(args.format)
     params = run_params(args, image, layout, upscaler, fmt) | {"missing_chunks": missing,
@@ -154,7 +159,10 @@ def run(args) -> int:
         # --threads, --workers and a resume give the same bits
         params["torch_threads"] = args.torch_threads or os.cpu_count() or 1
         stored = params
-    params |= {k: stored[k] for k in ("normalization", "torch_threads")}
+    # a resume keeps the first run's batch (it groups the tiles) and automatic precision (older outputs lack them)
+    kept = ("normalization", "torch_threads", "batch") + (("precision",) if args.precision == "auto" else ())
+    params |= {k: stored[k] for k in kept if k in stored}
+    layout = dataclasses.replace(layout, batch=params["batch"])
     with execute.connect(scheduler=args.scheduler, workers=args.workers) as client:  # before the output is touched
         if not resuming:
             if output.exists():
@@ -167,7 +175,7 @@ def finish(args, image, output: Path, group, layout: Layout, params: dict, fmt, 
     """Compute the unfinished chunks, build the pyramid, then mark the output complete."""
     norm = Normalization.from_dict(params["normalization"])
     job = execute.Job(
-        image.spec, str(output), layout, norm, args.seed, params["dtype"], args.model, args.device, args.precision,
+        image.spec, str(output), layout, norm, args.seed, params["dtype"], args.model, args.device, params["precision"],
         threads=params["torch_threads"],
     )
     blocks = layout.blocks()
@@ -251,6 +259,8 @@ def run_params(args, image, layout: Layout, upscaler, fmt) -> dict:
         "seed": args.seed,
         "tile": layout.tile,
         "overlap": layout.overlap,
+        "batch": layout.batch,
+        "noise": noise.GENERATOR,
         "dtype": np.dtype(args.dtype or image.array.dtype).name,
         "levels": max(1, min(args.levels, int(math.log2(hr_min)) + 1)),
         "format": fmt.version,

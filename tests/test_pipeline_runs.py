@@ -11,6 +11,7 @@ import pytest
 import torch
 import zarr
 
+from napari_resshift import outofcore
 from napari_resshift.loading import make_card, save_model
 from napari_resshift.model import ResShiftModel
 from napari_resshift.registry import architecture
@@ -61,18 +62,19 @@ def test_resume_after_kill_equals_an_uninterrupted_run(model_path, tmp_path):
     assert upscale_zarr.main([str(out), "-o", str(tmp_path / "again.zarr"), "--model", model_path, *FLAGS]) == 2
     assert upscale_zarr.main([str(src), "-o", str(out), "--model", model_path, *FLAGS]) == 2
     assert upscale_zarr.main([str(src), "-o", str(out), "--model", model_path, *FLAGS, "--seed", "2", "--resume"]) == 2
-    written = []
-    original = execute.upscale_block
+    computed = []
+    original = outofcore.compute_block
 
-    def counting(*a, on_chunk, **kw):
-        return original(*a, on_chunk=lambda k: (written.append(k), on_chunk(k)), **kw)
+    def counting(upscaler, prepared, *a, **kw):
+        computed.extend(prepared.todo)
+        return original(upscaler, prepared, *a, **kw)
 
-    execute.upscale_block = counting
+    outofcore.compute_block = counting
     try:
         assert upscale_zarr.main([str(src), "-o", str(out), "--model", model_path, *FLAGS, "--resume"]) == 0
     finally:
-        execute.upscale_block = original
-    assert len(written) == 16 - finished
+        outofcore.compute_block = original
+    assert len(computed) == 16 - finished
     whole, resumed = (zarr.open_group(str(tmp_path / n), mode="r") for n in ("whole.zarr", "killed.zarr"))
     for level in ("0", "1", "2"):
         np.testing.assert_array_equal(resumed[level][:], whole[level][:])
