@@ -198,7 +198,7 @@ def finish(args, image, output: Path, group, layout: Layout, params: dict, fmt, 
     count = layout.target_shape[layout.target_axes.index("c")] if "c" in layout.target_axes else 1
     channels = image.channels if len(image.channels) == count else []
     omero = channels and ome.omero(channels, low=norm.low, high=norm.high, dtype=params["dtype"])
-    geo = image.geo and geotiff.upscaled(image.geo, upscaler.scale)
+    geo = image.geo and geotiff.upscaled(image.geo, layout.scale)
     ome.mark_complete(group, fmt, ms, params, omero=omero or None, geo=geo)
     shutil.rmtree(output / execute.DONE_DIR, ignore_errors=True)
     if not args.quiet:

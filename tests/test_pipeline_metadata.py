@@ -180,7 +180,7 @@ def test_bioformats2raw_layout_names_the_image_to_pass(tiny_model_path, tmp_path
     root = zarr.open_group(str(src), mode="w", zarr_format=2)
     root.attrs["bioformats2raw.layout"] = 3
     image = root.create_group("0")
-    image.create_array("0", shape=(12, 12), dtype="uint16")
+    image.create_array("0", shape=(12, 12), dtype="uint16")[:] = np.arange(144, dtype=np.uint16).reshape(12, 12)
     image.attrs.update(ome.pick_format("0.4").attrs(ome.multiscales("yx", levels=1, scale={}, translation={},
                                                                     units={}, name="series 0")))
     assert upscale_zarr.main([str(src), "-o", str(tmp_path / "o.zarr"), "--model", tiny_model_path, *FLAGS]) == 2
