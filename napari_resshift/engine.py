@@ -106,8 +106,8 @@ class Upscaler:
 
     @property
     def halo(self) -> int:
-        """The denoiser's reach in LR pixels: a UNet's coarsest attention window, a conv net's receptive field."""
-        return self.model.unet.halo // max(1, self.model.latent_factor)
+        """The denoiser's reach in LR pixels (see ``tileplan.halo``)."""
+        return tileplan.halo(self.model)
 
     def default_overlap(self, tile: int) -> int:
         """Halo in LR pixels for this model and tile (see ``tileplan``)."""

@@ -38,12 +38,16 @@ def default_tile(model: ResShiftModel, card: dict) -> int:
     return int(card.get("tile") or (trained // model.scale if trained else PIXEL_TILE))
 
 
+def halo(model: ResShiftModel) -> int:
+    """The denoiser's reach in LR pixels: a UNet's coarsest attention window, a conv net's receptive field."""
+    return model.unet.halo // max(1, model.latent_factor)
+
+
 def default_overlap(model: ResShiftModel, card: dict, tile: int) -> int:
     """Halo between neighbouring tiles in LR pixels."""
     if model.autoencoder is not None and not card.get("overlap"):
         return max(MIN_OVERLAP, tile - tile * REFERENCE_STRIDE // REFERENCE_CHOP)
-    halo = model.unet.halo // max(1, model.latent_factor)
-    return max(MIN_OVERLAP, min(int(card.get("overlap") or halo), tile // 4))
+    return max(MIN_OVERLAP, min(int(card.get("overlap") or halo(model)), tile // 4))
 
 
 def batch_for(tile: int, device: torch.device | str = "cpu") -> int:
