@@ -112,3 +112,9 @@ def test_shipped_models_run_in_the_pipeline(name, tmp_path):
     assert group["0"].shape == (80, 96)
     params = group.attrs["resshift"]["params"]
     assert params["model"] == name and params["model_name"] == name and group.attrs["resshift"]["status"] == "complete"
+
+
+def test_the_fast_preset_runs_two_blocks_per_step_and_reaches_less_far():
+    fast, full = (ResShiftModel(architecture(name, mode="packed")).unet for name in ("conv-fast", "conv"))
+    assert (len(fast.blocks), len(full.blocks)) == (2, 3)
+    assert fast.halo < full.halo
