@@ -323,8 +323,8 @@ def export(trainer: Trainer, opts: argparse.Namespace, files: dict, origin: str)
             "torch": torch.__version__,
             "data": list(opts.data) + ([opts.lr_data] if opts.lr_data else []),
             "validation_data": list(opts.val_data) or f"{opts.val_fraction:.0%} of the files of each --data path",
-            "train_files": len(files["train"]),
-            "val_files": len(files["val"]),
+            "train_files": len(set(files["train"])),  # a folder listed k times counts once
+            "val_files": len(set(files["val"])),
             "metrics": trainer.last_metrics,
         },
     )
