@@ -75,3 +75,18 @@ def tiny_model_path(tmp_path_factory) -> str:
     torch.manual_seed(0)
     model = ResShiftModel(architecture("tiny")).eval()
     return str(save_model(model, tmp_path_factory.mktemp("model") / "tiny.safetensors", make_card(model, name="tiny")))
+
+
+@pytest.fixture
+def messages():
+    """(severity, message) of every napari notification shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+
+    def keep(event):
+        seen.append((str(event.severity), str(event.message)))
+
+    notification_manager.notification_ready.connect(keep)
+    yield seen
+    notification_manager.notification_ready.disconnect(keep)

@@ -7,7 +7,6 @@ import torch
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari.utils.notifications import notification_manager  # noqa: E402
 
 from napari_resshift._napari import _run, _widget  # noqa: E402
 from napari_resshift.engine import Upscaler  # noqa: E402
@@ -37,18 +36,6 @@ class Bicubic(torch.nn.Module):
 
     def forward(self, x, t, lq=None):
         return lq
-
-
-@pytest.fixture
-def messages():
-    seen = []
-
-    def keep(event):
-        seen.append((str(event.severity), str(event.message)))
-
-    notification_manager.notification_ready.connect(keep)
-    yield seen
-    notification_manager.notification_ready.disconnect(keep)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from magicgui.widgets import Container  # noqa: E402
-from napari.utils.notifications import notification_manager  # noqa: E402
 
 from napari_resshift._napari._view import camera  # noqa: E402
 from napari_resshift.engine import Upscaler  # noqa: E402
@@ -25,18 +24,6 @@ TIMEOUT_MS = 60_000
 def tiny():
     torch.manual_seed(0)
     return ResShiftModel(architecture("tiny")).eval()
-
-
-@pytest.fixture
-def messages():
-    seen = []
-
-    def keep(event):
-        seen.append((str(event.severity), str(event.message)))
-
-    notification_manager.notification_ready.connect(keep)
-    yield seen
-    notification_manager.notification_ready.disconnect(keep)
 
 
 @pytest.fixture
