@@ -1,4 +1,6 @@
 """The shipped models and the ConvDenoiser: presets, halo, per-step modulation, loading through the front-ends."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import zarr
 from napari_resshift import diffusion
 from napari_resshift.engine import Upscaler
 from napari_resshift.errors import ResShiftError
-from napari_resshift.loading import build_model, load_model
+from napari_resshift.loading import build_model, load_model, load_project_model, make_card, save_model
 from napari_resshift.model import ResShiftModel
 from napari_resshift.registry import PRESETS, SHIPPED, architecture
 from pipelines import upscale_zarr
@@ -118,3 +120,29 @@ def test_the_fast_preset_runs_two_blocks_per_step_and_reaches_less_far():
     fast, full = (ResShiftModel(architecture(name, mode="packed")).unet for name in ("conv-fast", "conv"))
     assert (len(fast.blocks), len(full.blocks)) == (2, 3)
     assert fast.halo < full.halo
+
+
+def test_dropping_step_blocks_keeps_the_rest_of_the_network(tmp_path, monkeypatch):
+    """scripts/drop_step_blocks.py: with the dropped block an identity, the smaller model samples the same image."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "scripts"))
+    from drop_step_blocks import main as drop_step_blocks
+
+    config = architecture("conv-tiny", mode="packed")
+    config["model"]["params"]["step_blocks"] = 3
+    torch.manual_seed(1)
+    model = ResShiftModel(config).eval()
+    for p in model.unet.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    last = model.unet.blocks[2].conv2
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    save_model(model, tmp_path / "three.safetensors", make_card(model, name="three"))
+    drop_step_blocks([str(tmp_path / "three.safetensors"), str(tmp_path / "two.safetensors"), "--keep", "2"])
+    smaller, card = load_project_model(tmp_path / "two.safetensors")
+    assert len(smaller.unet.blocks) == 2 and card["provenance"]["kept_step_blocks"] == 2
+    lq = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        a = model.super_resolve(lq, noise=zero_noise(model, lq))
+        b = smaller.super_resolve(lq, noise=zero_noise(smaller, lq))
+    assert torch.equal(a, b)
+    assert smaller.unet.halo < model.unet.halo
