@@ -34,11 +34,12 @@ def main(argv=None) -> None:
     state = {k: (v[:, :columns] if k == "step_embedding.weight" else v) for k, v in state.items()
              if not k.startswith("blocks.") or int(k.split(".")[1]) < args.keep}
     smaller.unet.load_state_dict(state)
-    new = make_card(smaller, name=f"{card.get('name', args.source.stem)}-{args.keep}blocks",
-                    normalization=card.get("normalization"), tile=card.get("tile"), overlap=card.get("overlap"),
-                    training=card.get("training", {}), provenance={"derived_from": str(args.source), "kept_step_blocks": args.keep})
+    kept = {k: card.get(k) for k in ("normalization", "tile", "overlap")}
+    new = make_card(smaller, name=f"{card.get('name', args.source.stem)}-{args.keep}blocks", **kept,
+                    training=card.get("training", {}),
+                    provenance={"derived_from": str(args.source), "kept_step_blocks": args.keep})
     save_model(smaller, args.out, new)
-    print(f"wrote {args.out}: {args.keep} of {model.config['model']['params']['step_blocks']} step blocks")
+    print(f"wrote {args.out}: {args.keep} of {len(model.unet.blocks)} step blocks")
 
 
 if __name__ == "__main__":
