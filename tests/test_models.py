@@ -11,6 +11,7 @@ from napari_resshift.engine import Upscaler
 from napari_resshift.errors import ResShiftError
 from napari_resshift.loading import build_model, load_model, load_project_model, make_card, save_model
 from napari_resshift.model import ResShiftModel
+from napari_resshift.nets import convnet
 from napari_resshift.registry import PRESETS, SHIPPED, architecture
 from pipelines import upscale_zarr
 
@@ -59,6 +60,21 @@ def test_every_step_is_modulated_and_features_are_computed_once(conv_model):
         handle.remove()
     assert len(calls) == 1
     assert all(not torch.allclose(outs[0], o) for o in outs[1:])
+
+
+def test_fused_cpu_inference_computes_the_same_network(conv_model):
+    """No gradients in float32 on a CPU take oneDNN's fused kernels with the modulation folded into the weights."""
+    net = conv_model.unet
+    lq, x = torch.rand(2, 3, 12, 12) * 2 - 1, torch.randn(2, 48, 12, 12)
+    same, mixed = torch.full((2,), 2), torch.tensor([1, 3])
+    with torch.no_grad():
+        assert convnet.fusable(x)
+        fused = [net(x, t, net.condition(lq)) for t in (same, mixed)]
+    plain = [net(x, t, net.condition(lq)).detach() for t in (same, mixed)]  # with gradients: the plain modules
+    assert not torch.equal(fused[0], plain[0])  # another kernel: it did take the fused path
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        assert a.is_contiguous()
 
 
 def test_an_unknown_denoiser_is_one_clear_error():
