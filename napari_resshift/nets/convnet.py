@@ -30,8 +30,7 @@ def fused_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, rel
 def fusable(x: torch.Tensor) -> bool:
     """Whether the fused inference path applies: float32 on a CPU with oneDNN, no gradients, no autocast."""
     return (_POINTWISE is not None and torch.backends.mkldnn.is_available() and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu"))
+            and x.dtype == torch.float32 and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu"))
 
 
 class ResBlock(nn.Module):
