@@ -274,9 +274,11 @@ def compute_block(
     scale, height, width = layout.scale, layout.height, layout.width
     block, window, origin = prepared.block, prepared.window, prepared.origin
     tiles = plan_tiles(height, width, tile=layout.tile, overlap=layout.overlap)
+    groups = tile_groups(tiles, batch=batch)  # the batches blend_tiles computes together
+    group_of = {i: g for g, members in enumerate(groups) for i in members}
     boxes = {c: layout.chunk_box(*c) for c in prepared.todo}
-    needs = {c: tiles_for_region(tiles, box, scale) for c, box in boxes.items()}
-    uses = Counter(i for ids in needs.values() for i in ids)
+    needs = {c: {group_of[i] for i in tiles_for_region(tiles, box, scale)} for c, box in boxes.items()}
+    uses = Counter(g for gs in needs.values() for g in gs)  # a batch stays cached while a chunk still needs it
     rgb = window[:3] if layout.rgb else window.expand(3, -1, -1)
     view = _WindowView(rgb, origin, height, width)
     cache: dict[Tile, torch.Tensor] = {}
@@ -293,10 +295,11 @@ def compute_block(
         elif window.shape[0] == 4:
             hr = torch.cat([hr, _alpha(window, origin, boxes[c], scale)], 0)
         write(c, prepared.norm.inverse(hr.numpy(), prepared.dtype, channel_axis=0))
-        for i in needs[c]:
-            uses[i] -= 1
-            if uses[i] == 0:
-                cache.pop(tiles[i], None)
+        for g in needs[c]:
+            uses[g] -= 1
+            if uses[g] == 0:
+                for i in groups[g]:
+                    cache.pop(tiles[i], None)
     return len(prepared.todo)
 
 

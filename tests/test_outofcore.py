@@ -1,4 +1,6 @@
 """The out-of-core core: chunk-by-chunk upscaling equals the in-memory engine, whatever the blocks, and resumes."""
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -55,6 +57,17 @@ def test_blocks_and_inputs_do_not_change_the_result(upscaler, tmp_path):
     for block in layout.blocks(side=1):
         outofcore.upscale_block(upscaler, da.from_array(image, chunks=7), target, layout, block, norm=norm, seed=5)
     np.testing.assert_array_equal(target[:], ref)
+
+
+def test_each_tile_is_computed_once_per_block(upscaler, monkeypatch):
+    """Chunks share the batches on their borders: a batch stays cached until the last chunk that needs it is done."""
+    computed = []
+    run = upscaler.upscale_tiles
+    monkeypatch.setattr(upscaler, "upscale_tiles", lambda p, tiles, **kw: computed.extend(tiles) or run(p, tiles, **kw))
+    image = (np.random.default_rng(3).random((60, 70)) * 1000).astype(np.float32)
+    layout, _, _ = _run(upscaler, image, "yx")
+    assert layout.grid[0] * layout.grid[1] > 4 and len(layout.blocks()) == 1
+    assert Counter(computed) == Counter(outofcore.plan_tiles(60, 70, tile=TILE, overlap=OVERLAP))
 
 
 def test_resume_skips_done_chunks_and_cancel_stops(upscaler):
