@@ -138,24 +138,26 @@ def test_the_fast_preset_runs_two_blocks_per_step_and_reaches_less_far():
     assert fast.halo < full.halo
 
 
-def test_dropping_step_blocks_keeps_the_rest_of_the_network(tmp_path, monkeypatch):
-    """scripts/drop_step_blocks.py: with the dropped block an identity, the smaller model samples the same image."""
+def test_dropping_blocks_keeps_the_rest_of_the_network(tmp_path, monkeypatch):
+    """scripts/drop_blocks.py: with the dropped blocks identities, the smaller model samples the same image."""
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "scripts"))
-    from drop_step_blocks import main as drop_step_blocks
+    from drop_blocks import main as drop_blocks
 
     config = architecture("conv-tiny", mode="packed")
-    config["model"]["params"]["step_blocks"] = 3
+    config["model"]["params"].update(step_blocks=3, encoder_blocks=3)
     torch.manual_seed(1)
     model = ResShiftModel(config).eval()
     for p in model.unet.parameters():
         torch.nn.init.normal_(p, std=0.2)
-    last = model.unet.blocks[2].conv2
-    torch.nn.init.zeros_(last.weight)
-    torch.nn.init.zeros_(last.bias)
+    for last in (model.unet.blocks[2].conv2, model.unet.encoder[2].conv2):
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
     save_model(model, tmp_path / "three.safetensors", make_card(model, name="three"))
-    drop_step_blocks([str(tmp_path / "three.safetensors"), str(tmp_path / "two.safetensors"), "--keep", "2"])
+    drop_blocks([str(tmp_path / "three.safetensors"), str(tmp_path / "two.safetensors"), "--step-keep", "2",
+                 "--encoder-keep", "2"])
     smaller, card = load_project_model(tmp_path / "two.safetensors")
-    assert len(smaller.unet.blocks) == 2 and card["provenance"]["kept_step_blocks"] == 2
+    assert len(smaller.unet.blocks) == len(smaller.unet.encoder) == 2
+    assert (card["provenance"]["kept_step_blocks"], card["provenance"]["kept_encoder_blocks"]) == (2, 2)
     lq = torch.rand(1, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         a = model.super_resolve(lq, noise=zero_noise(model, lq))
