@@ -53,18 +53,6 @@ class Cancelled(Exception):
     """Raised from a progress callback to stop a run; nothing partial is returned."""
 
 
-def side_by_side(fn: Callable[[int], torch.Tensor], items, *, lanes: int, threads: int) -> list[torch.Tensor]:
-    """``fn`` over ``items`` in ``lanes`` threads of ``threads`` torch threads each, results in order."""
-    items = list(items)
-    if not items:
-        return []
-    before = torch.get_num_threads()
-    with ThreadPoolExecutor(lanes, initializer=torch.set_num_threads, initargs=(threads,)) as pool:
-        out = list(pool.map(fn, items))
-    torch.set_num_threads(before)  # the lanes also set the count that threads started later begin with
-    return out
-
-
 class Upscaler:
     """A loaded model on a device, ready to upscale images, planes and tiles."""
 
@@ -128,7 +116,8 @@ class Upscaler:
 
     @property
     def lanes(self) -> int:
-        """Tiles computed side by side (see ``tileplan``), one per torch thread; 0 when a batch shares the device."""
+        """Tiles computed side by side, each alone on one thread (see ``tileplan``); 0 when a batch shares the
+        device."""
         return torch.get_num_threads() if tileplan.side_by_side(self.model, self.device) else 0
 
     def batch(self, tile: int) -> int:
@@ -159,19 +148,18 @@ class Upscaler:
 
     def upscale_tiles(self, patches: torch.Tensor, tiles: list[Tile], *, seed: int, plane: int) -> torch.Tensor:
         """Same-shaped tiles [B, 3, h, w] at LR positions ``tiles`` -> HR [B, 3, sh, sw], each with its
-        position-keyed noise: in one batch, or side by side (see ``tileplan``), one tile per lane on one thread,
-        then the tiles left over sharing all the threads: a fixed function of the batch and the thread count."""
-        lanes = self.lanes
-        if not lanes:
+        position-keyed noise: in one batch, or side by side with the bits of each tile alone on one thread."""
+        if not self.lanes:
             return self.super_resolve(patches, noise=self.tile_noise(tiles, seed=seed, plane=plane))
 
         def one(i: int) -> torch.Tensor:
             return self.super_resolve(patches[i:i + 1], noise=self.tile_noise(tiles[i:i + 1], seed=seed, plane=plane))
 
-        full = len(tiles) // lanes * lanes
-        rest = len(tiles) - full
-        return torch.cat([*side_by_side(one, range(full), lanes=lanes, threads=1),
-                          *side_by_side(one, range(full, len(tiles)), lanes=rest, threads=lanes // max(rest, 1))])
+        threads = torch.get_num_threads()
+        with ThreadPoolExecutor(min(self.lanes, len(tiles)), initializer=torch.set_num_threads, initargs=(1,)) as lanes:
+            out = torch.cat(list(lanes.map(one, range(len(tiles)))))
+        torch.set_num_threads(threads)  # the lanes also set the count that threads started later begin with
+        return out
 
     def upscale_plane(
         self,

@@ -10,10 +10,10 @@
   denoiser's receptive field (a UNet's coarsest attention window, a conv net's chain), at most a quarter of the tile.
 - Batch: tiles per forward pass by LR pixels, a few on a CPU (beyond that, activations outgrow the caches), many on a
   GPU (it needs that much work per launch to be busy).
-- Lanes: on a CPU, a latent model's tiles run side by side, each alone on one thread, a batch at least one per
-  thread, its tiles left over sharing all threads (measured on 2 cores: the official v3's 64-px tiles at 1.07-1.10x
-  the throughput of each tile on both threads, its many small attention and normalisation ops leaving a second thread
-  idle; the packed models' 256-px tiles gain nothing, 0.99-1.01x, and stay one batch on all threads).
+- Lanes: on a CPU, a latent model's tiles run side by side, each alone on one thread, at least one per thread a batch
+  (measured on 2 cores: the official v3's 64-px tiles at 1.07-1.10x the throughput of each tile on both threads, its
+  many small attention and normalisation ops leaving a second thread idle; the packed models' 256-px tiles gain
+  nothing, 0.99-1.01x, and stay one batch on all threads).
 """
 from __future__ import annotations
 
@@ -61,5 +61,5 @@ def batch_for(tile: int, device: torch.device | str = "cpu", lanes: int = 1) -> 
 
 
 def side_by_side(model: ResShiftModel, device: torch.device | str) -> bool:
-    """Whether tiles run side by side, each on its own threads: a latent model's on a CPU."""
+    """Whether tiles run side by side, each alone on one thread: a latent model's on a CPU."""
     return torch.device(device).type == "cpu" and model.autoencoder is not None
