@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -114,15 +113,9 @@ class Upscaler:
         """Halo in LR pixels for this model and tile (see ``tileplan``)."""
         return tileplan.default_overlap(self.model, self.card, tile)
 
-    @property
-    def lanes(self) -> int:
-        """Tiles computed side by side, each alone on one thread (see ``tileplan``); 0 when a batch shares the
-        device."""
-        return torch.get_num_threads() if tileplan.side_by_side(self.model, self.device) else 0
-
     def batch(self, tile: int) -> int:
-        """Tiles per forward pass, or side by side, on this device."""
-        return tileplan.batch_for(tile, self.device, self.lanes)
+        """Tiles per forward pass on this device."""
+        return tileplan.batch_for(tile, self.device)
 
     @torch.inference_mode()
     def super_resolve(self, lr: torch.Tensor, *, noise: diffusion.NoiseSource, callback=None) -> torch.Tensor:
@@ -147,19 +140,9 @@ class Upscaler:
         )
 
     def upscale_tiles(self, patches: torch.Tensor, tiles: list[Tile], *, seed: int, plane: int) -> torch.Tensor:
-        """Same-shaped tiles [B, 3, h, w] at LR positions ``tiles`` -> HR [B, 3, sh, sw], each with its
-        position-keyed noise: in one batch, or side by side with the bits of each tile alone on one thread."""
-        if not self.lanes:
-            return self.super_resolve(patches, noise=self.tile_noise(tiles, seed=seed, plane=plane))
-
-        def one(i: int) -> torch.Tensor:
-            return self.super_resolve(patches[i:i + 1], noise=self.tile_noise(tiles[i:i + 1], seed=seed, plane=plane))
-
-        threads = torch.get_num_threads()
-        with ThreadPoolExecutor(min(self.lanes, len(tiles)), initializer=torch.set_num_threads, initargs=(1,)) as lanes:
-            out = torch.cat(list(lanes.map(one, range(len(tiles)))))
-        torch.set_num_threads(threads)  # the lanes also set the count that threads started later begin with
-        return out
+        """Same-shaped tiles [B, 3, h, w] at LR positions ``tiles`` -> HR [B, 3, sh, sw] in one batch, each with
+        its position-keyed noise."""
+        return self.super_resolve(patches, noise=self.tile_noise(tiles, seed=seed, plane=plane))
 
     def upscale_plane(
         self,

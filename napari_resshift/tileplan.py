@@ -10,10 +10,6 @@
   denoiser's receptive field (a UNet's coarsest attention window, a conv net's chain), at most a quarter of the tile.
 - Batch: tiles per forward pass by LR pixels, a few on a CPU (beyond that, activations outgrow the caches), many on a
   GPU (it needs that much work per launch to be busy).
-- Lanes: on a CPU, a latent model's tiles run side by side, each alone on one thread, at least one per thread a batch
-  (measured on 2 cores: the official v3's 64-px tiles at 1.07-1.10x the throughput of each tile on both threads, its
-  many small attention and normalisation ops leaving a second thread idle; the packed models' 256-px tiles gain
-  nothing, 0.99-1.01x, and stay one batch on all threads).
 """
 from __future__ import annotations
 
@@ -54,12 +50,7 @@ def default_overlap(model: ResShiftModel, card: dict, tile: int) -> int:
     return max(MIN_OVERLAP, min(int(card.get("overlap") or halo(model)), tile // 4))
 
 
-def batch_for(tile: int, device: torch.device | str = "cpu", lanes: int = 1) -> int:
-    """Tiles per forward pass (or side by side, one per lane): several small tiles, one large one; more on a GPU."""
+def batch_for(tile: int, device: torch.device | str = "cpu") -> int:
+    """Tiles per forward pass: several small tiles, one large one; more on a GPU."""
     kind = "cuda" if torch.device(device).type == "cuda" else "cpu"
-    return max(1, lanes, min(MAX_BATCH[kind], BATCH_PIXELS[kind] // (tile * tile)))
-
-
-def side_by_side(model: ResShiftModel, device: torch.device | str) -> bool:
-    """Whether tiles run side by side, each alone on one thread: a latent model's on a CPU."""
-    return torch.device(device).type == "cpu" and model.autoencoder is not None
+    return max(1, min(MAX_BATCH[kind], BATCH_PIXELS[kind] // (tile * tile)))

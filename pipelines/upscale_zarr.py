@@ -65,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="tasks at once in dask's local scheduler (default 1)")
     p.add_argument("--workers", type=int, help="start a dask LocalCluster of N worker processes")
     p.add_argument("--torch-threads", type=int, help="torch threads per task, recorded in the output: the result "
-                   "depends on it (not for a latent model's tiles on a CPU, each alone on one thread) and on nothing of "
-                   "--threads, --workers, --chunk or --scheduler (default: the "
+                   "depends on it and on nothing of --threads, --workers, --chunk or --scheduler (default: the "
                    "machine's cores; with --threads or --workers N, cores / N avoids oversubscription)")
     p.add_argument("--missing-chunks", choices=("refuse", "fill"), default="refuse",
                    help="a zarr input's chunks that are not stored: refuse (default) or read them as the fill value")

@@ -77,33 +77,3 @@ def test_the_pipeline_records_the_choice(tmp_path):
                               "--quiet"]) == 0
     params = zarr.open_group(str(tmp_path / "out.zarr"), mode="r").attrs.asdict()[ome.MARKER]["params"]
     assert (params["tile"], params["overlap"], params["batch"]) == (64, 8, tileplan.batch_for(64, "cpu"))
-
-
-def test_latent_tiles_run_side_by_side_on_a_cpu_each_alone_on_one_thread(monkeypatch):
-    import threading
-
-    torch.manual_seed(0)
-    tiny = Upscaler(ResShiftModel(architecture("tiny")), card={"name": "tiny"}, device="cpu")
-    image = np.random.default_rng(0).integers(0, 255, (150, 110), dtype=np.uint8)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        alone = tiny.upscale(image).image
-        torch.set_num_threads(2)
-        assert tiny.lanes == 2 and tiny.batch(64) >= 2
-        seen = []
-        run = tiny.super_resolve
-        monkeypatch.setattr(tiny, "super_resolve", lambda lr, **kw: seen.append(
-            (threading.get_ident(), torch.get_num_threads(), len(lr))) or run(lr, **kw))
-        side_by_side = tiny.upscale(image).image
-        later = []
-        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
-        thread.start()
-        thread.join()
-    finally:
-        torch.set_num_threads(threads)
-    np.testing.assert_array_equal(side_by_side, alone)  # the bits of each tile alone, whatever the thread count
-    assert len({ident for ident, _, _ in seen}) == 2 and {(n, b) for _, n, b in seen} == {(1, 1)}
-    assert later == [2]  # threads started afterwards get the caller's count again
-    packed = Upscaler(ResShiftModel(architecture("fast", mode="packed")), card={}, device="cpu")
-    assert packed.lanes == 0 and packed.batch(256) == tileplan.batch_for(256, "cpu")  # one batch on all threads
