@@ -1,4 +1,5 @@
-"""Automatic precision (fp32 on a CPU; half precision on CUDA only where measured harmless) and one GPU per worker."""
+"""Automatic precision (half precision on CUDA, and bf16 for latent models on CPUs with native bf16, only where
+measured harmless; fp32 otherwise) and one GPU per worker."""
 import math
 
 import pytest
@@ -17,16 +18,35 @@ def model():
     return ResShiftModel(architecture("tiny")).eval()
 
 
-def test_auto_is_fp32_on_the_cpu_and_a_measured_choice_on_cuda(model, monkeypatch):
-    assert Upscaler(model, device="cpu").precision == "fp32"
+def measured(**scores):
+    return lambda m, d, size, precisions: {name: scores[name] for name in precisions}
+
+
+def test_auto_is_a_measured_choice_on_cuda(model, monkeypatch):
     cuda = torch.device("cuda")
-    monkeypatch.setattr(precision, "half_psnr", lambda m, d, size: {"bf16": 38.0, "fp16": 44.0})
+    monkeypatch.setattr(precision, "half_psnr", measured(bf16=38.0, fp16=44.0))
     assert precision.pick(model, cuda, size=16) == "fp16"
-    monkeypatch.setattr(precision, "half_psnr", lambda m, d, size: {"bf16": 39.9, "fp16": 12.0})
+    monkeypatch.setattr(precision, "half_psnr", measured(bf16=39.9, fp16=12.0))
     assert precision.pick(model, cuda, size=16) == "fp32"
-    monkeypatch.setattr(precision, "half_psnr", lambda m, d, size: {"bf16": 40.0, "fp16": 50.0})
+    monkeypatch.setattr(precision, "half_psnr", measured(bf16=40.0, fp16=50.0))
     assert precision.pick(model, cuda, size=16) == "bf16"
-    assert precision.pick(model, torch.device("cpu"), size=16) == "fp32"
+
+
+def test_auto_on_a_cpu_is_bf16_only_for_latent_models_with_native_bf16_and_a_passing_tile(model, monkeypatch):
+    cpu = torch.device("cpu")
+    scores = precision.half_psnr(model, cpu, size=64, precisions=("bf16",))
+    expected = "bf16" if precision.native_bf16() and scores["bf16"] >= precision.MIN_PSNR_DB else "fp32"
+    assert Upscaler(model, device="cpu").precision == expected
+    packed = ResShiftModel(architecture("tiny", mode="packed")).eval()
+    monkeypatch.setattr(precision, "half_psnr", measured(bf16=60.0))
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    assert precision.pick(model, cpu, size=16) == "bf16"
+    assert precision.pick(packed, cpu, size=16) == "fp32"  # its fused fp32 inference is near the cores' peak
+    monkeypatch.setattr(precision, "half_psnr", measured(bf16=39.9))
+    assert precision.pick(model, cpu, size=16) == "fp32"
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)  # bf16 emulated: ~10x slower, never measured
+    monkeypatch.setattr(precision, "half_psnr", None)
+    assert precision.pick(model, cpu, size=16) == "fp32"
 
 
 def test_the_measurement_compares_half_precision_with_fp32(model):
