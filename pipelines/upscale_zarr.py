@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "JPEG; clean: clean, bicubic-like images) or a model file/folder (default: default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="auto: fp32, or bf16/fp16 autocast on a CUDA GPU where its output on a calibration tile "
-                        "stays at 40 dB PSNR or more from fp32's (default: auto)")
+                   help="auto: fp32, or bf16/fp16 autocast on a CUDA GPU (bf16 for a latent model on a CPU with "
+                        "native bf16) where its output on a calibration tile stays at 40 dB PSNR or more from "
+                        "fp32's (default: auto)")
     p.add_argument("--tile", type=int, help="tile side in input pixels (default: the size the model was trained on)")
     p.add_argument("--chunk", type=int, default=MIN_CHUNK,
                    help=f"output chunk side in output pixels, rounded up to whole tile steps (default {MIN_CHUNK})")
