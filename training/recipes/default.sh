@@ -9,7 +9,8 @@
 # lost most, with microscopy weighted up (x8 listed) and a new seed (new crops). Stage 4 goes further on clean
 # microscopy (x10 listed, about 86% of its crops clean). A stage 5 with stage 4's mixture levelled off (not part of the
 # chain); stage 6 starts from stage 4 with microscopy at 95% clean crops (1 blind + 12 bicubic listed), stage 7 at 99%
-# (1 + 20) with natural photos 3 blind + 1 bicubic. The shipped weights are stage 7's.
+# (1 + 20) with natural photos 3 blind + 1 bicubic, stage 8 (1 + 30) weights microscopy up to 70% of the crops.
+# The shipped weights are stage 8's.
 # Usage: bash training/recipes/default.sh [DATA=../shared/data] [RUNS=runs/default] [DEVICE=auto] [CLEAN=runs/clean]
 # CLEAN: a run of training/recipes/clean.sh (made first if it is missing). The shipped stage 1 started from clean's
 # stage 1 at iteration 5500 of 8412.
@@ -42,4 +43,7 @@ stage stage6 "$R/stage4/model.safetensors" 8e-5 4000 6 $(times 2 "blind-natural=
   $(times 5 "blind-satellite=$T/satellite") $(times 4 "bicubic=$T/satellite")
 stage stage7 "$R/stage6/model.safetensors" 8e-5 4000 7 $(times 3 "blind-natural=$T/natural") "bicubic=$T/natural" \
   "blind-microscopy=$T/microscopy" $(times 20 "bicubic=$T/microscopy") \
+  $(times 5 "blind-satellite=$T/satellite") $(times 4 "bicubic=$T/satellite")
+stage stage8 "$R/stage7/model.safetensors" 6e-5 2000 8 $(times 3 "blind-natural=$T/natural") "bicubic=$T/natural" \
+  "blind-microscopy=$T/microscopy" $(times 30 "bicubic=$T/microscopy") \
   $(times 5 "blind-satellite=$T/satellite") $(times 4 "bicubic=$T/satellite")
