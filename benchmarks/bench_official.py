@@ -9,7 +9,7 @@ fresh process each way:
   fp32, outputs averaged where they overlap, this project's sampler per patch (``bench_pipeline.naive_loop``).
 
 Both processes load the checkpoint, read and normalise the input; times are whole-process wall times, peak RSS is the
-process's. Prints medians of ``--repeats`` rounds (the two take turns) and the CLI/naive ratio.
+process's. Prints medians of ``--repeats`` rounds (the two take turns), the CLI/naive ratio, then each round's seconds.
 Usage: python benchmarks/bench_official.py [--sizes 256,512] [--repeats 3] [--device auto]; --quick: 64x64, 1 round.
 """
 from __future__ import annotations
@@ -112,6 +112,7 @@ def main(argv=None) -> None:
         print("| input | procedure | tiles | tile (overlap) x batch | precision | median s | out-Mpx/s | peak RSS MB "
               "| vs naive |")
         print("|---|---|---|---|---|---|---|---|---|")
+        rounds = []
         for size in sizes:
             src = tmp / f"in{size}.zarr"
             write_input(src, size)
@@ -134,6 +135,9 @@ def main(argv=None) -> None:
                 peak = max(m for _, m, _ in measured)
                 print(f"| {size}x{size} | {name} | {n} | {tiling} | {precision} | {seconds:.1f} | {mpx / seconds:.4f} "
                       f"| {peak:.0f} | {naive_s / seconds:.2f}x |")
+            rounds.append(f"{size}x{size} rounds, s: naive {[round(t, 1) for t, _, _ in runs['naive']]}, "
+                          f"cli {[round(t, 1) for t, _, _ in runs['cli']]}")
+        print("\n".join(rounds))
 
 
 if __name__ == "__main__":
