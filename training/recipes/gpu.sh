@@ -10,7 +10,8 @@ set -euo pipefail
 KIND=$1; INIT=$2; OUT=$3; MINUTES=${4:-9}; DEV=${5:-cuda}
 T=.devcarry/split/train
 case "$KIND" in
-  clean) DATA=("$T/natural" "$T/microscopy" "$T/microscopy" "$T/microscopy" $(printf "$T/satellite %.0s" {1..8})) ;;
+  clean) DATA=($(printf "$T/natural %.0s" {1..3}) $(printf "$T/microscopy %.0s" {1..9})
+               $(printf "$T/satellite %.0s" {1..4})) ;;
   default) DATA=("blind-natural=$T/natural" $(printf "blind-microscopy=$T/microscopy %.0s" {1..3})
                  $(printf "blind-satellite=$T/satellite %.0s" {1..8})) ;;
   *) echo "error: the first argument is clean or default, not $KIND" >&2; exit 2 ;;
