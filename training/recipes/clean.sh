@@ -7,7 +7,8 @@
 # stopped it at 3,500 of its 8,000 iterations, for time). Stages 4 and 5 make it cheaper for #14's speed: stage 3
 # with 5 of its 8 LR-encoder blocks (scripts/drop_blocks.py), fine-tuned 5,000 iterations on stage 3's mixture, then
 # 20,000 more with microscopy x9 (stopped by its time limit at 18,105); stage 6 leans on natural photos again (x6,
-# 76% of the crops). Validation: 12 crops of the held-out split. The shipped weights are stage 6's.
+# 76% of the crops); stage 7 lists microscopy 12 times. Validation: 12 crops of the held-out split. The shipped
+# weights are stage 7's EMA at iteration 7,500 of its 40,000 (scripts/snapshot.py; the run goes on).
 set -euo pipefail
 DATA=${1:-../shared/data}; R=${2:-runs/clean}; DEV=${3:-auto}
 python -m training.recipes.split "$DATA" "$R/split192" --min-side 192 > /dev/null
@@ -32,4 +33,6 @@ stage stage4 "$R/stage4_init.safetensors" 1e-4 5000 7 $(times 3 "$T/natural") $(
 stage stage5 "$R/stage4/model.safetensors" 1.5e-4 20000 8 $(times 3 "$T/natural") $(times 9 "$T/microscopy") \
   $(times 4 "$T/satellite")
 stage stage6 "$R/stage5/model.safetensors" 1e-4 21000 9 $(times 6 "$T/natural") $(times 9 "$T/microscopy") \
+  $(times 4 "$T/satellite")
+stage stage7 "$R/stage6/model.safetensors" 1e-4 40000 10 $(times 6 "$T/natural") $(times 12 "$T/microscopy") \
   $(times 4 "$T/satellite")

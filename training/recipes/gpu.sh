@@ -10,7 +10,7 @@ set -euo pipefail
 KIND=$1; INIT=$2; OUT=$3; MINUTES=${4:-9}; DEV=${5:-cuda}
 T=.devcarry/split/train
 case "$KIND" in
-  clean) DATA=($(printf "$T/natural %.0s" {1..6}) $(printf "$T/microscopy %.0s" {1..9})
+  clean) DATA=($(printf "$T/natural %.0s" {1..6}) $(printf "$T/microscopy %.0s" {1..12})
                $(printf "$T/satellite %.0s" {1..4})) ;;
   default) DATA=("blind-natural=$T/natural" $(printf "blind-microscopy=$T/microscopy %.0s" {1..3})
                  $(printf "blind-satellite=$T/satellite %.0s" {1..8})) ;;
