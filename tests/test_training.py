@@ -170,6 +170,16 @@ def test_killed_and_resumed_run_equals_the_straight_run(straight, images, autoen
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
+def test_stop_at_exports_midway_and_resume_equals_the_straight_run(straight, images, autoencoder_run, tmp_path):
+    run = tmp_path / "run"
+    stopped = finetune.train(denoiser_args(images, run, autoencoder_run) + ["--no-tensorboard", "--stop-at", "2"])
+    assert stopped.trainer.iteration == 2 and checkpoint.load(run / "checkpoint.pt")["iteration"] == 2
+    assert json.loads((run / "model.json").read_text())["training"]["iterations"] == 2
+    resumed = finetune.train(["--resume", str(run)])
+    assert resumed.trainer.iteration == N
+    assert_same_state(weights_of(straight.path.parent), weights_of(run))
+
+
 def test_export_loads_in_the_engine_with_the_same_output(straight):
     gray = pattern(40, 36, phase=0.3, dtype=np.uint16)
     rgb = np.stack([pattern(24, 28, phase=p) for p in (0.1, 0.2, 0.3)], -1)

@@ -52,7 +52,7 @@ DEFAULTS = {
 }
 # What may differ when a run is resumed: nothing that changes which batches or weights come next, except length.
 RESUME_OVERRIDES = {"resume", "iterations", "device", "workers", "val_every", "checkpoint_every", "log_every",
-                    "time_limit", "export_official", "export_bioimageio", "name", "tensorboard"}
+                    "time_limit", "stop_at", "export_official", "export_bioimageio", "name", "tensorboard"}
 
 
 class RecipeParser(ArgumentParser):
@@ -129,6 +129,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint-every", type=int, help=f"iterations between checkpoints (default "
                                                          f"{d['checkpoint_every']})")
     r.add_argument("--time-limit", type=float, help="minutes of training, then checkpoint and export")
+    r.add_argument("--stop-at", type=int, help="stop at this iteration, then checkpoint and export; the LR schedule "
+                   "stays that of --iterations, so --resume goes on where it stopped")
     r.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="CSV logs only")
     r.add_argument("--name", help="model name in the card (default: the run folder's name)")
     r.add_argument("--export-official", help="also write unet.pth / autoencoder.pth / config.yaml to this folder")
@@ -155,6 +157,7 @@ def resolve_options(argv) -> argparse.Namespace:
     if not (run_dir / "run.json").is_file():
         raise ResShiftError(f"{run_dir}: not a training run folder (no run.json); check the --resume path")
     stored = DEFAULTS | json.loads((run_dir / "run.json").read_text())["options"]
+    stored["stop_at"] = None  # a --stop-at holds for the call that gives it; a resumed run goes on
     changed = sorted(k for k, v in given.items() if k not in RESUME_OVERRIDES and v != stored[k])
     if changed:
         raise ResShiftError(f"--{changed[0].replace('_', '-')} cannot change when resuming; start a new --run")
@@ -166,7 +169,7 @@ LIMITS = (("iterations", 1, True), ("batch", 1, True), ("micro_batch", 1, True),
           ("min_lr", 0, True), ("warmup", 0, True), ("weight_decay", 0, True), ("clip", 0, True), ("ema", 0, True),
           ("workers", 0, True), ("log_every", 1, True), ("val_every", 0, True), ("checkpoint_every", 1, True),
           ("val_images", 1, True), ("val_size", 1, True), ("crop", 1, True), ("time_limit", 0, False),
-          ("val_fraction", 0, True), ("kappa", 0, False), ("commitment", 0, True))
+          ("stop_at", 1, True), ("val_fraction", 0, True), ("kappa", 0, False), ("commitment", 0, True))
 BELOW_ONE = ("val_fraction", "ema")  # shares: all of the files cannot be held out, an EMA of 1 never moves
 
 

@@ -44,6 +44,7 @@ class Settings:
     checkpoint_every: int = 100
     workers: int = 0
     time_limit: float | None = None  # minutes
+    stop_at: int | None = None  # stop at this iteration; the LR schedule stays that of ``iterations``
 
     @property
     def accumulation(self) -> int:
@@ -249,13 +250,14 @@ class Trainer:
         started = time.monotonic() - self.elapsed
         with tqdm(total=s.iterations, initial=self.iteration, desc=self.stage.name, unit="it",
                   dynamic_ncols=True, smoothing=0.1) as bar:
-            while self.iteration < s.iterations:
+            end = s.iterations if s.stop_at is None else min(s.iterations, s.stop_at)
+            while self.iteration < end:
                 loss, grad_norm = self.step(batches)
                 self.elapsed = time.monotonic() - started
                 lr = self.scheduler.get_last_lr()[0]
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-                done = self.iteration == s.iterations
+                done = self.iteration == end
                 out_of_time = s.time_limit is not None and self.elapsed > s.time_limit * 60
                 if self.logbook is not None and (self.iteration % s.log_every == 0 or done):
                     self.logbook.record(self.iteration, group="train", elapsed_s=round(self.elapsed, 1),
