@@ -170,11 +170,14 @@ def test_killed_and_resumed_run_equals_the_straight_run(straight, images, autoen
         assert torch.equal(value, resumed.model.state_dict()[key]), key
 
 
-def test_stop_at_exports_midway_and_resume_equals_the_straight_run(straight, images, autoencoder_run, tmp_path):
+def test_stopped_runs_export_midway_and_resume_to_the_straight_run(straight, images, autoencoder_run, tmp_path):
+    """--stop-at and --time-limit hold for one call: each stop exports, and a plain --resume goes on to the end."""
     run = tmp_path / "run"
     stopped = finetune.train(denoiser_args(images, run, autoencoder_run) + ["--no-tensorboard", "--stop-at", "2"])
     assert stopped.trainer.iteration == 2 and checkpoint.load(run / "checkpoint.pt")["iteration"] == 2
     assert json.loads((run / "model.json").read_text())["training"]["iterations"] == 2
+    timed = finetune.train(["--resume", str(run), "--time-limit", "1e-9"])  # out of time after one more step
+    assert timed.trainer.iteration == 3 and json.loads((run / "model.json").read_text())["training"]["iterations"] == 3
     resumed = finetune.train(["--resume", str(run)])
     assert resumed.trainer.iteration == N
     assert_same_state(weights_of(straight.path.parent), weights_of(run))

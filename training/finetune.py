@@ -128,7 +128,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--val-size", type=int, help=f"HR side of the validation crops (default {d['val_size']})")
     r.add_argument("--checkpoint-every", type=int, help=f"iterations between checkpoints (default "
                                                          f"{d['checkpoint_every']})")
-    r.add_argument("--time-limit", type=float, help="minutes of training, then checkpoint and export")
+    r.add_argument("--time-limit", type=float, help="minutes of training in this call, then checkpoint and export")
     r.add_argument("--stop-at", type=int, help="stop at this iteration, then checkpoint and export; the LR schedule "
                    "stays that of --iterations, so --resume goes on where it stopped")
     r.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="CSV logs only")
@@ -157,7 +157,7 @@ def resolve_options(argv) -> argparse.Namespace:
     if not (run_dir / "run.json").is_file():
         raise ResShiftError(f"{run_dir}: not a training run folder (no run.json); check the --resume path")
     stored = DEFAULTS | json.loads((run_dir / "run.json").read_text())["options"]
-    stored["stop_at"] = None  # a --stop-at holds for the call that gives it; a resumed run goes on
+    stored |= {"stop_at": None, "time_limit": None}  # limits hold for the call that gives them; a resume goes on
     changed = sorted(k for k, v in given.items() if k not in RESUME_OVERRIDES and v != stored[k])
     if changed:
         raise ResShiftError(f"--{changed[0].replace('_', '-')} cannot change when resuming; start a new --run")

@@ -43,7 +43,7 @@ class Settings:
     val_every: int = 500  # 0: no validation
     checkpoint_every: int = 100
     workers: int = 0
-    time_limit: float | None = None  # minutes
+    time_limit: float | None = None  # minutes of this call
     stop_at: int | None = None  # stop at this iteration; the LR schedule stays that of ``iterations``
 
     @property
@@ -248,6 +248,7 @@ class Trainer:
         remaining = max(0, s.iterations - self.iteration)
         batches = self.batches(self.iteration * s.accumulation, remaining * s.accumulation)
         started = time.monotonic() - self.elapsed
+        deadline = None if s.time_limit is None else time.monotonic() + s.time_limit * 60
         with tqdm(total=s.iterations, initial=self.iteration, desc=self.stage.name, unit="it",
                   dynamic_ncols=True, smoothing=0.1) as bar:
             end = s.iterations if s.stop_at is None else min(s.iterations, s.stop_at)
@@ -258,7 +259,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 done = self.iteration == end
-                out_of_time = s.time_limit is not None and self.elapsed > s.time_limit * 60
+                out_of_time = deadline is not None and time.monotonic() > deadline
                 if self.logbook is not None and (self.iteration % s.log_every == 0 or done):
                     self.logbook.record(self.iteration, group="train", elapsed_s=round(self.elapsed, 1),
                                         loss=loss, lr=lr, grad_norm=grad_norm)

@@ -21,7 +21,7 @@ stage() {  # NAME INIT LR ITERATIONS SEED DATA...
     --data "$@" --val-data "$V/natural" "$V/microscopy" "$V/satellite" --val-fraction 0 --val-images 12 \
     --val-size 192 --crop 192 --batch 8 --lr "$lr" --min-lr 1e-6 --warmup "$warmup" --ema 0.999 --clip 1.0 \
     --rollout 0.75 --iterations "$its" --seed "$seed" --checkpoint-every 250 --val-every 2000 --workers 0 \
-    --no-tensorboard --device "$DEV" --name clean --run "$R/$name"
+    --no-tensorboard --device "$DEV" --name clean --run "$R/$name" ${STOP:+--stop-at "$STOP"}
 }
 stage stage1 scratch 4e-4 8412 0 "$T/natural" $(times 3 "$T/microscopy") $(times 8 "$T/satellite")
 stage stage2 "$R/stage1/model.safetensors" 2e-4 4000 0 "$T/natural" $(times 6 "$T/microscopy") $(times 4 "$T/satellite")
@@ -34,5 +34,7 @@ stage stage5 "$R/stage4/model.safetensors" 1.5e-4 20000 8 $(times 3 "$T/natural"
   $(times 4 "$T/satellite")
 stage stage6 "$R/stage5/model.safetensors" 1e-4 21000 9 $(times 6 "$T/natural") $(times 9 "$T/microscopy") \
   $(times 4 "$T/satellite")
-stage stage7 "$R/stage6/model.safetensors" 1e-4 40000 10 $(times 6 "$T/natural") $(times 12 "$T/microscopy") \
+STOP=7750 stage stage7 "$R/stage6/model.safetensors" 1e-4 40000 10 $(times 6 "$T/natural") \
+  $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
+stage stage8 "$R/stage7/model.safetensors" 9e-5 22000 11 $(times 6 "$T/natural") $(times 12 "$T/microscopy") \
   $(times 4 "$T/satellite")
