@@ -180,13 +180,16 @@ def training_loss(
     *,
     weighted: bool = False,
     source: torch.Tensor | None = None,
+    l1: bool = False,
 ):
-    """x_0-prediction MSE at steps t; returns (loss, per-sample mse, prediction, x_t).
+    """x_0-prediction MSE (mean absolute error with ``l1``) at steps t; returns (loss, per-sample error, prediction,
+    x_t).
 
     x_t is built from ``source`` where given (e.g. the model's own earlier estimate of x_0), else from x_0.
     """
     x_t = q_sample(sched, x0 if source is None else source, y, t, noise)
     pred = denoise(scale_input(sched, x_t, t), t)
-    mse = ((x0 - pred) ** 2).mean(dim=tuple(range(1, x0.dim())))
-    weight = gather(sched.weight_loss_mse, t, mse) if weighted else 1.0
-    return (weight * mse).mean(), mse, pred, x_t
+    error = (x0 - pred).abs() if l1 else (x0 - pred) ** 2
+    per_sample = error.mean(dim=tuple(range(1, x0.dim())))
+    weight = gather(sched.weight_loss_mse, t, per_sample) if weighted else 1.0
+    return (weight * per_sample).mean(), per_sample, pred, x_t

@@ -171,8 +171,10 @@ class ResShiftModel(nn.Module):
         return out[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
 
     def loss(self, hr: torch.Tensor, lq: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, *,
-             rollout: torch.Tensor | None = None, prior_noise: torch.Tensor | None = None):
-        """The training objective for an (HR, LQ) batch; returns (loss, per-sample mse, prediction, x_t, x_0).
+             rollout: torch.Tensor | None = None, prior_noise: torch.Tensor | None = None, l1: bool = False):
+        """The training objective for an (HR, LQ) batch; returns (loss, per-sample error, prediction, x_t, x_0).
+
+        The error is squared, or absolute with ``l1``.
 
         Samples marked in ``rollout`` build x_t from the model's own (no-grad) x_0 prediction at the last step,
         made from x_T = y_0 + kappa sqrt(eta_T) ``prior_noise``, instead of from the truth: the later steps then
@@ -190,10 +192,10 @@ class ResShiftModel(nn.Module):
                 guess = denoise(diffusion.scale_input(self.schedule, x_last, last), last)
             source = torch.where(rollout.view(-1, *[1] * (z_start.dim() - 1)), guess, z_start)
         weighted = bool(self.config["diffusion"]["params"].get("weighted_mse", False))
-        loss, mse, pred, z_t = diffusion.training_loss(
-            self.schedule, denoise, z_start, z_y, t, noise, weighted=weighted, source=source
+        loss, error, pred, z_t = diffusion.training_loss(
+            self.schedule, denoise, z_start, z_y, t, noise, weighted=weighted, source=source, l1=l1
         )
-        return loss, mse, pred, z_t, z_start
+        return loss, error, pred, z_t, z_start
 
 
 def _ae_kwargs(params: dict) -> dict:

@@ -310,8 +310,27 @@ def test_rollout_builds_x_t_from_the_models_own_first_estimate(tmp_path):
         finetune.resolve_options(["--data", str(tmp_path), "--run", str(tmp_path / "r"), "--rollout", "1.5"])
 
 
-def test_rollout_training_runs_and_records_the_share(images, tmp_path):
+def test_l1_loss_is_the_mean_absolute_error_of_the_same_prediction(tmp_path):
+    """--loss l1 scores the very prediction the MSE objective scores, by |x_0 - prediction| instead of its square."""
+    opts = finetune.resolve_options(["--data", str(tmp_path), "--run", str(tmp_path / "r"), "--init", "scratch",
+                                     "--arch", "tiny", "--mode", "packed"])
+    model, _ = finetune.build_model(opts)
+    torch.nn.init.normal_(model.unet.out[-1].weight, std=0.1)
+    g = torch.Generator().manual_seed(1)
+    hr, lq = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1, torch.rand(2, 3, 16, 16, generator=g) * 2 - 1
+    t, noise = torch.tensor([0, 3]), torch.randn(model.latent_shape(lq), generator=g)
+    with torch.no_grad():
+        mse, squared, pred, _, z0 = model.loss(hr, lq, t, noise)
+        l1, absolute, pred_l1, _, _ = model.loss(hr, lq, t, noise, l1=True)
+    assert torch.equal(pred, pred_l1)
+    assert torch.allclose(absolute, (z0 - pred).abs().mean((1, 2, 3))) and torch.isclose(l1, absolute.mean())
+    assert torch.allclose(squared, ((z0 - pred) ** 2).mean((1, 2, 3))) and not torch.isclose(l1, mse)
+
+
+def test_rollout_and_l1_training_run_and_are_recorded_on_the_card(images, tmp_path):
     outcome = finetune.train(["--data", str(images), "--run", str(tmp_path / "run"), "--init", "scratch",
                               "--arch", "tiny", "--mode", "packed", "--rollout", "1", "--crop", "64", "--batch", "4",
-                              "--iterations", "2", "--val-fraction", "0", "--val-every", "0", "--no-tensorboard"])
-    assert load_model(outcome.path)[1]["training"]["rollout"] == 1.0
+                              "--iterations", "2", "--val-fraction", "0", "--val-every", "0", "--no-tensorboard",
+                              "--loss", "l1"])
+    training = load_model(outcome.path)[1]["training"]
+    assert training["rollout"] == 1.0 and training["loss"] == "l1"

@@ -43,8 +43,8 @@ from .trainer import CHECKPOINT_NAME, Settings, Trainer, resolve_precision
 DEFAULTS = {
     "stage": "denoiser", "data": None, "lr_data": None, "val_data": [], "val_fraction": 0.15, "run": None,
     "resume": None, "init": None, "arch": "small", "config": None, "mode": "latent", "autoencoder": None, "kappa": None,
-    "rollout": 0.0, "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256, "val_size": 256,
-    "val_images": 8,
+    "rollout": 0.0, "loss": "mse", "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256,
+    "val_size": 256, "val_images": 8,
     "device": "auto", "name": None, "export_official": None, "export_bioimageio": None, "no_quantize": False,
     "commitment": 0.25,
     "tensorboard": True,
@@ -100,6 +100,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--rollout", type=share, help="share (0-1) of the non-final steps whose x_t is built from the "
                    "model's own first estimate instead of the truth, so later steps learn to correct it (default 0: "
                    "the reference objective)")
+    m.add_argument("--loss", choices=("mse", "l1"), help="error of the x_0 prediction: mse (the reference "
+                   "objective) or l1 (mean absolute error, as plain super-resolution CNNs train) (default mse)")
     t = p.add_argument_group("optimisation")
     t.add_argument("--iterations", type=int, help=f"optimiser steps (default {d['iterations']})")
     t.add_argument("--batch", type=int, help=f"images per step (default {d['batch']})")
@@ -319,6 +321,7 @@ def export(trainer: Trainer, opts: argparse.Namespace, files: dict, origin: str)
             "lr": s.lr,
             "ema": s.ema,
             "rollout": opts.rollout,
+            "loss": opts.loss,
             "precision": trainer.precision,
             "seed": s.seed,
             "wall_time_s": round(trainer.elapsed, 1),
@@ -395,7 +398,7 @@ def train(argv=None) -> Outcome:
     val_items = data.validation_items(val_pairs, size=opts.val_size, scale=model.scale, degradation=opts.degradation,
                                       seed=opts.seed, count=opts.val_images) if val_pairs else []
     stage = (AutoencoderStage(model, quantize=False if opts.no_quantize else None, commitment=opts.commitment)
-             if opts.stage == "autoencoder" else DenoiserStage(model, rollout=opts.rollout))
+             if opts.stage == "autoencoder" else DenoiserStage(model, rollout=opts.rollout, loss=opts.loss))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
         options = {k: v for k, v in vars(opts).items() if k != "resume"}

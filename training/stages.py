@@ -75,16 +75,17 @@ class Stage:
 
 
 class DenoiserStage(Stage):
-    """x0-prediction MSE in latent space (pixel space in pixel mode) at a random step, with random noise."""
+    """x0-prediction MSE (or L1) in latent space (pixel space in pixel mode) at a random step, with random noise."""
 
     name = "denoiser"
     compiled_parts = ("unet",)
 
-    def __init__(self, model: ResShiftModel, *, rollout: float = 0.0):
+    def __init__(self, model: ResShiftModel, *, rollout: float = 0.0, loss: str = "mse"):
         super().__init__(model, model.unet)
         model.requires_grad_(False)
         model.unet.requires_grad_(True)
         self.rollout = rollout  # share of the non-final steps trained on the model's own first estimate
+        self.l1 = loss == "l1"
 
     def loss(self, batch: dict, device: torch.device) -> torch.Tensor:
         # t and noise are drawn on the CPU from the batch's seed, so a run is the same on any device.
@@ -97,7 +98,7 @@ class DenoiserStage(Stage):
             prior = torch.randn(noise.shape, generator=gen).to(device)
             chosen = torch.rand(t.shape, generator=gen).to(device) < self.rollout
             rollout = (t < self.model.schedule.steps - 1) & chosen
-        return self.model.loss(hr, lq, t, noise, rollout=rollout, prior_noise=prior)[0]
+        return self.model.loss(hr, lq, t, noise, rollout=rollout, prior_noise=prior, l1=self.l1)[0]
 
     @torch.no_grad()
     def evaluate(self, items: list[ValItem], *, seed: int, device: torch.device):
