@@ -45,10 +45,10 @@ def stages(card: dict) -> list[dict]:
     while card is not None:
         t = card["training"]
         if "stages" in t:
-            return t["stages"] + chain
+            return [s | {"loss": s.get("loss", "mse")} for s in t["stages"]] + chain  # before --loss: all MSE
         chain.insert(0, {k: t.get(k) for k in ("init", "degradation", "iterations", "wall_time_s", "lr", "ema",
                                                "batch", "crop", "rollout", "precision")}
-                     | {"kappa": card["config"]["diffusion"]["params"]["kappa"]})
+                     | {"loss": t.get("loss", "mse"), "kappa": card["config"]["diffusion"]["params"]["kappa"]})
         init = t["init"].split(" (")[0]
         named = WEIGHTS / f"{init}.json"
         parent = named if named.is_file() else Path(init).with_suffix(".json")

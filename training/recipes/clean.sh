@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the `clean` preset (clean bicubic-like data) from scratch: a packed-mode ConvDenoiser in five stages.
+# Train the `clean` preset (clean bicubic-like data) from scratch: a packed-mode ConvDenoiser in stages.
 # Usage: bash training/recipes/clean.sh [DATA=../shared/data] [RUNS=runs/clean] [DEVICE=auto]
 # Files of at least 192 px of the training split; files are drawn uniformly, so a folder listed k times gets k times
 # its share. Stage 1 learns from all domains (microscopy x3, satellite x8); stage 2 leans on microscopy (x6) at half
@@ -7,9 +7,10 @@
 # stopped it at 3,500 of its 8,000 iterations, for time). Stages 4 and 5 make it cheaper for #14's speed: stage 3
 # with 5 of its 8 LR-encoder blocks (scripts/drop_blocks.py), fine-tuned 5,000 iterations on stage 3's mixture, then
 # 20,000 more with microscopy x9 (stopped by its time limit at 18,105); stage 6 leans on natural photos again (x6,
-# 76% of the crops); stage 7 lists microscopy 12 times. Validation: 12 crops of the held-out split. STOP=N stops a
-# stage at iteration N of its schedule (--stop-at), where the shipped chain stopped it. The shipped weights are stage
-# 7's, at 7,500 of its 40,000 iterations (an annealed stage 8 of 22,000 more measured the same, so it is not here).
+# 76% of the crops); stage 7 lists microscopy 12 times; stage 9 goes on from stage 7 with an L1 loss (LOSS=l1) on
+# stage 7's mixture. Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule
+# (--stop-at), where the shipped chain stopped it. Stage 7 ends at 7,500 of its 40,000 iterations; an annealed stage
+# 8 of 22,000 more with the MSE loss measured the same, so it is not here.
 set -euo pipefail
 DATA=${1:-../shared/data}; R=${2:-runs/clean}; DEV=${3:-auto}
 python -m training.recipes.split "$DATA" "$R/split192" --min-side 192 > /dev/null
@@ -22,7 +23,7 @@ stage() {  # NAME INIT LR ITERATIONS SEED DATA...
     --data "$@" --val-data "$V/natural" "$V/microscopy" "$V/satellite" --val-fraction 0 --val-images 12 \
     --val-size 192 --crop 192 --batch 8 --lr "$lr" --min-lr 1e-6 --warmup "$warmup" --ema 0.999 --clip 1.0 \
     --rollout 0.75 --iterations "$its" --seed "$seed" --checkpoint-every 250 --val-every 2000 --workers 0 \
-    --no-tensorboard --device "$DEV" --name clean --run "$R/$name" ${STOP:+--stop-at "$STOP"}
+    --no-tensorboard --device "$DEV" --name clean --run "$R/$name" ${STOP:+--stop-at "$STOP"} ${LOSS:+--loss "$LOSS"}
 }
 stage stage1 scratch 4e-4 8412 0 "$T/natural" $(times 3 "$T/microscopy") $(times 8 "$T/satellite")
 stage stage2 "$R/stage1/model.safetensors" 2e-4 4000 0 "$T/natural" $(times 6 "$T/microscopy") $(times 4 "$T/satellite")
@@ -36,4 +37,6 @@ STOP=18105 stage stage5 "$R/stage4/model.safetensors" 1.5e-4 20000 8 $(times 3 "
 stage stage6 "$R/stage5/model.safetensors" 1e-4 21000 9 $(times 6 "$T/natural") $(times 9 "$T/microscopy") \
   $(times 4 "$T/satellite")
 STOP=7500 stage stage7 "$R/stage6/model.safetensors" 1e-4 40000 10 $(times 6 "$T/natural") \
+  $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
+LOSS=l1 stage stage9 "$R/stage7/model.safetensors" 5e-5 20000 13 $(times 6 "$T/natural") \
   $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
