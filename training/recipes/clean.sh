@@ -8,8 +8,9 @@
 # with 5 of its 8 LR-encoder blocks (scripts/drop_blocks.py), fine-tuned 5,000 iterations on stage 3's mixture, then
 # 20,000 more with microscopy x9 (stopped by its time limit at 18,105); stage 6 leans on natural photos again (x6,
 # 76% of the crops); stage 7 lists microscopy 12 times; stage 9 goes on from stage 7 with an L1 loss (LOSS=l1) on
-# stage 7's mixture. Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule
-# (--stop-at), where the shipped chain stopped it. Stage 7 ends at 7,500 of its 40,000 iterations; an annealed stage
+# stage 7's mixture, stage 10 with natural photos listed 9 times (shipped at 8,000 of its 40,000 iterations).
+# Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule (--stop-at), where
+# the shipped chain stopped it. Stage 7 ends at 7,500 of its 40,000 iterations; an annealed stage
 # 8 of 22,000 more with the MSE loss measured the same, so it is not here.
 set -euo pipefail
 DATA=${1:-../shared/data}; R=${2:-runs/clean}; DEV=${3:-auto}
@@ -39,4 +40,6 @@ stage stage6 "$R/stage5/model.safetensors" 1e-4 21000 9 $(times 6 "$T/natural") 
 STOP=7500 stage stage7 "$R/stage6/model.safetensors" 1e-4 40000 10 $(times 6 "$T/natural") \
   $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
 LOSS=l1 stage stage9 "$R/stage7/model.safetensors" 5e-5 20000 13 $(times 6 "$T/natural") \
+  $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
+LOSS=l1 STOP=8000 stage stage10 "$R/stage9/model.safetensors" 8e-5 40000 14 $(times 9 "$T/natural") \
   $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
