@@ -10,8 +10,8 @@
 # 76% of the crops); stage 7 lists microscopy 12 times; stage 9 goes on from stage 7 with an L1 loss (LOSS=l1) on
 # stage 7's mixture, stage 10 with natural photos listed 9 times (shipped at 8,000 of its 40,000 iterations).
 # Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule (--stop-at), where
-# the shipped chain stopped it. Stage 7 ends at 7,500 of its 40,000 iterations; an annealed stage
-# 8 of 22,000 more with the MSE loss measured the same, so it is not here.
+# the shipped chain stopped it. Stage 7 ends at 7,500 of its 40,000 iterations; an annealed stage 8 of 22,000 more
+# with the MSE loss measured the same, so it is not here.
 set -euo pipefail
 DATA=${1:-../shared/data}; R=${2:-runs/clean}; DEV=${3:-auto}
 python -m training.recipes.split "$DATA" "$R/split192" --min-side 192 > /dev/null
