@@ -115,6 +115,8 @@ def main(argv=None) -> int:
                    help="how LR is made from HR, one table each: bicubic (clean), blind (the domain's blind mixture), "
                         f"own (the domain's degradation alone) or a degradation name ({', '.join(DEGRADATIONS)}); "
                         "seeded per image")
+    p.add_argument("--kappa", nargs="+", type=float, default=[], help="also score each model sampled at these noise "
+                   "scales (rows NAME@kappa=K)")
     p.add_argument("--size", type=int, default=512, help="HR centre crop per image (pixels)")
     p.add_argument("--tile", type=int, help="LR tile size (default: each model's)")
     p.add_argument("--json", help="also write the tables to this JSON file (scripts/ship_model.py reads it)")
@@ -123,6 +125,9 @@ def main(argv=None) -> int:
     for entry in args.models:  # NAME=PATH labels a model file
         name, _, spec = entry.rpartition("=")
         upscalers[name or spec] = Upscaler(spec, device="cpu")
+        for kappa in args.kappa:
+            upscalers[f"{name or spec}@kappa={kappa:g}"] = other = Upscaler(spec, device="cpu")
+            other.model.set_kappa(kappa)
     summary = {"benchmark": f"benchmarks/bench_quality.py, x4, HR centre crops <= {args.size} px",
                "tiling": {n: "tile %d, overlap %d" % u.tiling(tile=args.tile) for n, u in upscalers.items()},
                "tables": {}}

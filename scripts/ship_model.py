@@ -78,12 +78,17 @@ def main(argv=None) -> None:
     p.add_argument("--description", required=True, help="one line: what the model is for")
     p.add_argument("--notes", nargs="*", default=[], help="findings for the card (how the recipe was chosen)")
     p.add_argument("--status", help="a caveat for the card, e.g. where the model falls short")
+    p.add_argument("--kappa", type=float, help="sample at this noise scale instead of the one it trained with (the "
+                                                "stages keep theirs)")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = p.parse_args(argv)
     model, card = load_project_model(args.model)
     diffusion = model.config["diffusion"]["params"]
     training = card["training"]
     history = stages(card)
+    if args.kappa is not None:
+        model.set_kappa(args.kappa)
+        card["config"] = model.config
     card |= {
         "name": args.name,
         "description": args.description,

@@ -1,10 +1,12 @@
-"""The official and GPU benchmarks' quick modes run end to end on the CPU (small models, tiny inputs)."""
+"""Benchmarks and the shipping script run end to end on the CPU (small models, tiny inputs)."""
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def rows(text: str) -> list[list[str]]:
@@ -34,3 +36,49 @@ def test_bench_gpu_quick_says_there_is_no_gpu_and_still_runs(capsys):
     (row,) = rows(out)
     assert row[:5] == ["default", "128x128", "1", "256 (16) x 1", "fp32"] and 0 < float(row[7])
     assert 0 < float(row[8].rstrip("%")) <= 100  # busy fraction
+
+
+def test_bench_quality_scores_a_model_again_at_each_noise_scale_asked(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    import bench_quality
+
+    yy, xx = np.mgrid[:64, :64] / 64
+    folder = tmp_path / "natural"
+    folder.mkdir()
+    for i in range(2):
+        image = np.stack([np.sin(7 * xx + i), np.cos(5 * yy * xx), np.sin(9 * yy - i)], -1) * 0.4 + 0.5
+        tifffile.imwrite(folder / f"{i}.tif", (image * 255).astype(np.uint8))
+    bench_quality.main([f"natural={folder}", "--models", "clean", "--kappa", "0.005", "--size", "64",
+                        "--json", str(tmp_path / "q.json")])
+    scores = json.loads((tmp_path / "q.json").read_text())["tables"]["bicubic"]["natural"]
+    assert [r[2] for r in rows(capsys.readouterr().out)] == ["bicubic", "lanczos", "clean", "clean@kappa=0.005"]
+    assert scores["clean"]["psnr"] != scores["clean@kappa=0.005"]["psnr"]  # another noise scale, another sample
+
+
+def test_ship_model_samples_at_a_new_kappa_and_the_stages_keep_the_one_they_trained_with(tmp_path, monkeypatch):
+    import torch
+
+    from napari_resshift.loading import load_model, load_project_model, save_model
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import ship_model
+
+    model, card = load_model("clean")
+    trained_with = card["config"]["diffusion"]["params"]["kappa"]
+    run = {k: card["training"][k] for k in ("degradation", "iterations", "wall_time_s", "lr", "ema", "batch", "crop",
+                                            "rollout", "precision", "data", "hardware")}
+    source = save_model(model, tmp_path / "run.safetensors", card | {"training": run | {"init": "run0 (clean)"}})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "MANIFEST.tsv").write_text("relative_path\tlicense\nnatural/T91/a.png\tMIT\n")
+    (tmp_path / "q.json").write_text('{"tables": {}}')
+    (tmp_path / "speed.txt").write_text("| model | s |\n")
+    monkeypatch.setattr(ship_model, "WEIGHTS", tmp_path)
+    ship_model.main(["clean", str(source), "--quality", str(tmp_path / "q.json"), "--speed",
+                     str(tmp_path / "speed.txt"), "--tile", "256", "--overlap", "16", "--recipe", "r.sh",
+                     "--description", "d", "--kappa", "0.005", "--data", str(tmp_path / "data")])
+    shipped, shipped_card = load_project_model(tmp_path / "clean.safetensors")
+    assert trained_with != 0.005 and shipped.schedule.kappa == 0.005 and "kappa 0.005" in str(shipped_card)
+    assert shipped_card["training"]["stages"] == [shipped_card["training"]["stages"][0] | {"kappa": trained_with}]
+    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), model.state_dict().values()))
