@@ -9,6 +9,8 @@
 # 20,000 more with microscopy x9 (stopped by its time limit at 18,105); stage 6 leans on natural photos again (x6,
 # 76% of the crops); stage 7 lists microscopy 12 times; stage 9 goes on from stage 7 with an L1 loss (LOSS=l1) on
 # stage 7's mixture, stage 10 with natural photos listed 9 times (shipped at 8,000 of its 40,000 iterations).
+# Trained at kappa 0.02; the package ships it sampling at 0.002 (scripts/ship_model.py --kappa 0.002, the same
+# weights), which scored higher: the sampler's noise costs PSNR.
 # Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule (--stop-at), where
 # the shipped chain stopped it. Stage 7 ends at 7,500 of its 40,000 iterations; an annealed stage 8 of 22,000 more
 # with the MSE loss measured the same, so it is not here.

@@ -10,6 +10,8 @@
 # microscopy (x10 listed, about 86% of its crops clean). A stage 5 with stage 4's mixture levelled off (not part of the
 # chain); stage 6 starts from stage 4 with microscopy at 95% clean crops (1 blind + 12 bicubic listed), stage 7 at 99%
 # (1 + 20) with natural photos 3 blind + 1 bicubic, stage 8 (1 + 30) weights microscopy up to 70% of the crops.
+# Trained at kappa 0.02; the package ships it sampling at 0.002 (scripts/ship_model.py --kappa 0.002, the same
+# weights), which scored higher: the sampler's noise costs PSNR.
 # The shipped weights are stage 8's.
 # Usage: bash training/recipes/default.sh [DATA=../shared/data] [RUNS=runs/default] [DEVICE=auto] [CLEAN=runs/clean]
 # CLEAN: a run of training/recipes/clean.sh (made first if it is missing). The shipped stage 1 started from clean's

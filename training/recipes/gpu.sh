@@ -6,6 +6,7 @@
 #   device: bash training/recipes/gpu.sh clean|default .devcarry/MODEL.safetensors "$OUT" [MINUTES=9] [DEVICE=cuda]
 # On the device, carry .devcarry. The stage is the recipe's own (bicubic and the L1 loss for clean, the blind mixture
 # for default) at 4 times the batch; DEVICE=cpu runs the same few seconds' worth here, to check the script.
+# It trains at the recipes' kappa 0.02; the package samples at 0.002 (scripts/ship_model.py --kappa 0.002).
 set -euo pipefail
 KIND=$1; INIT=$2; OUT=$3; MINUTES=${4:-9}; DEV=${5:-cuda}
 T=.devcarry/split/train
@@ -17,8 +18,8 @@ case "$KIND" in
   *) echo "error: the first argument is clean or default, not $KIND" >&2; exit 2 ;;
 esac
 RUN=$(mktemp -d)/run
-python3 -m training.finetune --init "$INIT" --degradation bicubic --loss "$LOSS" --data "${DATA[@]}" --val-fraction 0 \
-  --val-every 0 --crop 192 --batch 32 --lr 2e-4 --min-lr 1e-6 --warmup 100 --ema 0.999 --clip 1.0 --rollout 0.75 \
-  --iterations 20000 --time-limit "$MINUTES" --checkpoint-every 1000 --workers 6 --no-tensorboard --device "$DEV" \
-  --name "$KIND" --run "$RUN"
+python3 -m training.finetune --init "$INIT" --kappa 0.02 --degradation bicubic --loss "$LOSS" --data "${DATA[@]}" \
+  --val-fraction 0 --val-every 0 --crop 192 --batch 32 --lr 2e-4 --min-lr 1e-6 --warmup 100 --ema 0.999 --clip 1.0 \
+  --rollout 0.75 --iterations 20000 --time-limit "$MINUTES" --checkpoint-every 1000 --workers 6 --no-tensorboard \
+  --device "$DEV" --name "$KIND" --run "$RUN"
 cp "$RUN/model.safetensors" "$RUN/model.json" "$RUN/metrics.csv" "$OUT/"
