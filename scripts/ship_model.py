@@ -83,12 +83,12 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = p.parse_args(argv)
     model, card = load_project_model(args.model)
-    diffusion = model.config["diffusion"]["params"]
     training = card["training"]
-    history = stages(card)
+    history = stages(card)  # before --kappa: each stage keeps the kappa it trained with
     if args.kappa is not None:
         model.set_kappa(args.kappa)
         card["config"] = model.config
+    diffusion = model.config["diffusion"]["params"]
     card |= {
         "name": args.name,
         "description": args.description,
