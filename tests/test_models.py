@@ -138,10 +138,16 @@ def test_the_fast_preset_runs_two_blocks_per_step_and_reaches_less_far():
     assert fast.halo < full.halo
 
 
-def test_dropping_blocks_keeps_the_rest_of_the_network(tmp_path, monkeypatch):
-    """scripts/drop_blocks.py: with the dropped blocks identities, the smaller model samples the same image."""
+def reshape_blocks(monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "scripts"))
-    from drop_blocks import main as drop_blocks
+    from reshape_blocks import main
+
+    return main
+
+
+def test_dropping_blocks_keeps_the_rest_of_the_network(tmp_path, monkeypatch):
+    """scripts/reshape_blocks.py: with the dropped blocks identities, the smaller model samples the same image."""
+    drop_blocks = reshape_blocks(monkeypatch)
 
     config = architecture("conv-tiny", mode="packed")
     config["model"]["params"].update(step_blocks=3, encoder_blocks=3)
@@ -164,3 +170,33 @@ def test_dropping_blocks_keeps_the_rest_of_the_network(tmp_path, monkeypatch):
         b = smaller.super_resolve(lq, noise=zero_noise(smaller, lq))
     assert torch.equal(a, b)
     assert smaller.unet.halo < model.unet.halo
+
+
+def test_untied_steps_start_as_the_shared_network_and_then_differ_per_step(tmp_path, monkeypatch):
+    """--untie-steps copies the shared step blocks to every step: the same samples (fused and autograd paths, a batch
+    of mixed steps included); changing one step's copy changes that step's prediction only."""
+    config = architecture("conv-tiny", mode="packed")
+    torch.manual_seed(2)
+    model = ResShiftModel(config).eval()
+    for p in model.unet.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    save_model(model, tmp_path / "shared.safetensors", make_card(model, name="shared"))
+    reshape_blocks(monkeypatch)([str(tmp_path / "shared.safetensors"), str(tmp_path / "untied.safetensors"),
+                                 "--untie-steps"])
+    untied, card = load_project_model(tmp_path / "untied.safetensors")
+    steps, per_step = untied.unet.step_embedding.num_embeddings, untied.unet.step_blocks
+    assert card["provenance"]["untied_steps"] and len(untied.unet.blocks) == steps * per_step
+    lq = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(model.super_resolve(lq, noise=zero_noise(model, lq)),
+                           untied.super_resolve(lq, noise=zero_noise(untied, lq)))
+    x, features = torch.randn(steps, 48, 8, 8), torch.randn(steps, model.unet.head.out_channels, 8, 8)
+    t = torch.arange(steps).flip(0)
+    with torch.enable_grad():
+        shared_out, untied_out = model.unet(x, t, features), untied.unet(x, t, features)
+    torch.testing.assert_close(untied_out, shared_out)
+    with torch.no_grad():
+        untied.unet.step_modules(1)[0].conv2.weight.add_(0.5)
+    with torch.enable_grad():
+        changed = untied.unet(x, t, features) != untied_out
+    assert changed[t == 1].any() and not changed[t != 1].any()

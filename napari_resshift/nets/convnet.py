@@ -60,18 +60,21 @@ class ConvDenoiser(nn.Module):
     """x_t [B, in, h, w], step t [B], conditioning features -> x_0 (or x_0 - y_0 for a residual model) [B, out, h, w].
 
     ``encoder_blocks`` residual blocks read the LR image once; ``step_blocks`` blocks per step read x_t added to
-    those features. ``halo``: the receptive field of the whole chain in LR pixels either side (every step reads the
-    previous step's output).
+    those features: the same blocks at every step, or with ``per_step_weights`` each step its own (more parameters,
+    the same work per upscale). ``halo``: the receptive field of the whole chain in LR pixels either side (every step
+    reads the previous step's output).
     """
 
     def __init__(self, *, in_channels: int, out_channels: int, lq_channels: int = 3, channels: int = 64,
-                 encoder_blocks: int = 8, step_blocks: int = 3, steps: int = 4):
+                 encoder_blocks: int = 8, step_blocks: int = 3, steps: int = 4, per_step_weights: bool = False):
         super().__init__()
         self.encoder_head = conv3x3(lq_channels, channels)
         self.encoder = nn.ModuleList(ResBlock(channels) for _ in range(encoder_blocks))
         self.encoder_tail = conv3x3(channels, channels)
         self.head = conv3x3(in_channels, channels)
-        self.blocks = nn.ModuleList(ResBlock(channels) for _ in range(step_blocks))
+        # blocks[s * step_blocks + i] is block i of step s with per-step weights, blocks[i] of every step without.
+        self.step_blocks, self.per_step_weights = step_blocks, per_step_weights
+        self.blocks = nn.ModuleList(ResBlock(channels) for _ in range(step_blocks * (steps if per_step_weights else 1)))
         # Per step and block a scale (around 1) and a shift of the first convolution's output.
         self.step_embedding = nn.Embedding(steps, 2 * channels * step_blocks)
         nn.init.zeros_(self.step_embedding.weight)
@@ -91,21 +94,37 @@ class ConvDenoiser(nn.Module):
             h = block(h)
         return self.encoder_tail(h) + skip
 
+    def step_modules(self, step: int) -> nn.ModuleList:
+        """The residual blocks that step ``step`` runs."""
+        first = step * self.step_blocks if self.per_step_weights else 0
+        return self.blocks[first:first + self.step_blocks]
+
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
         if fusable(x) and bool((timesteps == timesteps[0]).all()):
             return self._fused_forward(x, int(timesteps[0]), features)
         h = self.head(x) + features
         mod = self.step_embedding(timesteps)[:, :, None, None].to(h.dtype)
-        for i, block in enumerate(self.blocks):
+        if not self.per_step_weights:
+            return self.out(self._refine(h, mod, self.blocks))
+        refined = torch.empty_like(h)
+        for step in timesteps.unique().tolist():  # each step's samples through that step's own blocks
+            rows = (timesteps == step).nonzero().squeeze(1)
+            refined = refined.index_copy(0, rows, self._refine(h[rows], mod[rows], self.step_modules(step)))
+        return self.out(refined)
+
+    @staticmethod
+    def _refine(h: torch.Tensor, mod: torch.Tensor, blocks: nn.ModuleList) -> torch.Tensor:
+        """``blocks`` on features ``h``, each block's first convolution scaled and shifted by its part of ``mod``."""
+        for i, block in enumerate(blocks):
             scale, shift = mod[:, 2 * i * h.shape[1]:(2 * i + 2) * h.shape[1]].chunk(2, dim=1)
             h = block(h, 1 + scale, shift)
-        return self.out(h)
+        return h
 
     def _fused_forward(self, x: torch.Tensor, step: int, features: torch.Tensor) -> torch.Tensor:
         """``forward`` on the fused path, every image of the batch at the same ``step``."""
         h = fused_conv(x.contiguous(memory_format=torch.channels_last), *_params(self.head), add=features)
-        mod = self.step_embedding.weight[step].view(len(self.blocks), 2, -1)
-        for block, (scale, shift) in zip(self.blocks, mod):
+        mod = self.step_embedding.weight[step].view(self.step_blocks, 2, -1)
+        for block, (scale, shift) in zip(self.step_modules(step), mod):
             h = block.fused(h, 1 + scale, shift)
         return fused_conv(h, *_params(self.out)).contiguous()
 

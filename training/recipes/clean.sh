@@ -5,7 +5,7 @@
 # its share. Stage 1 learns from all domains (microscopy x3, satellite x8); stage 2 leans on microscopy (x6) at half
 # the learning rate; stage 3 leans on natural photos (x3), the domain furthest from its target (the shipped chain
 # stopped it at 3,500 of its 8,000 iterations, for time). Stages 4 and 5 make it cheaper for #14's speed: stage 3
-# with 5 of its 8 LR-encoder blocks (scripts/drop_blocks.py), fine-tuned 5,000 iterations on stage 3's mixture, then
+# with 5 of its 8 LR-encoder blocks (scripts/reshape_blocks.py), fine-tuned 5,000 iterations on stage 3's mixture, then
 # 20,000 more with microscopy x9 (stopped by its time limit at 18,105); stage 6 leans on natural photos again (x6,
 # 76% of the crops); stage 7 lists microscopy 12 times; stage 9 goes on from stage 7 with an L1 loss (LOSS=l1) on
 # stage 7's mixture, stage 10 with natural photos listed 9 times (shipped at 8,000 of its 40,000 iterations).
@@ -32,7 +32,7 @@ stage stage1 scratch 4e-4 8412 0 "$T/natural" $(times 3 "$T/microscopy") $(times
 stage stage2 "$R/stage1/model.safetensors" 2e-4 4000 0 "$T/natural" $(times 6 "$T/microscopy") $(times 4 "$T/satellite")
 STOP=3500 stage stage3 "$R/stage2/model.safetensors" 1.5e-4 8000 0 $(times 3 "$T/natural") $(times 6 "$T/microscopy") \
   $(times 4 "$T/satellite")
-python scripts/drop_blocks.py "$R/stage3/model.safetensors" "$R/stage4_init.safetensors" --encoder-keep 5
+python scripts/reshape_blocks.py "$R/stage3/model.safetensors" "$R/stage4_init.safetensors" --encoder-keep 5
 stage stage4 "$R/stage4_init.safetensors" 1e-4 5000 7 $(times 3 "$T/natural") $(times 6 "$T/microscopy") \
   $(times 4 "$T/satellite")
 STOP=18105 stage stage5 "$R/stage4/model.safetensors" 1.5e-4 20000 8 $(times 3 "$T/natural") \
