@@ -60,7 +60,8 @@ def denoiser_summary(model) -> str:
     params = model.config["model"]["params"]
     if type(model.unet).__name__ == "ConvDenoiser":
         return (f"ConvDenoiser, {params['channels']} channels, an LR encoder of {params['encoder_blocks']} residual "
-                f"blocks run once per image, {params['step_blocks']} modulated residual blocks per step")
+                f"blocks run once per image, {params['step_blocks']} modulated residual blocks per step"
+                + (", each step its own" if params.get("per_step_weights") else ""))
     return (f"UNetModelSwin, {params['model_channels']} channels, channel_mult {params['channel_mult']}, res blocks "
             f"per level {params['num_res_blocks']}, Swin embed {params['swin_embed_dim']}, window "
             f"{params['window_size']}")

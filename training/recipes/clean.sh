@@ -8,7 +8,10 @@
 # with 5 of its 8 LR-encoder blocks (scripts/reshape_blocks.py), fine-tuned 5,000 iterations on stage 3's mixture, then
 # 20,000 more with microscopy x9 (stopped by its time limit at 18,105); stage 6 leans on natural photos again (x6,
 # 76% of the crops); stage 7 lists microscopy 12 times; stage 9 goes on from stage 7 with an L1 loss (LOSS=l1) on
-# stage 7's mixture, stage 10 with natural photos listed 9 times (shipped at 8,000 of its 40,000 iterations).
+# stage 7's mixture, stage 10 with natural photos listed 9 times (stopped at 8,000 of its 40,000 iterations); stage
+# 12 gives each of the 4 steps its own copy of the step blocks (scripts/reshape_blocks.py --untie-steps: the same
+# function and work per upscale, 4x the step blocks' parameters) and trains on stage 10's mixture (shipped at 15,000
+# of its 20,000 iterations).
 # Trained at kappa 0.02; the package ships it sampling at 0.002 (scripts/ship_model.py --kappa 0.002, the same
 # weights), which scored higher: the sampler's noise costs PSNR.
 # Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule (--stop-at), where
@@ -44,4 +47,7 @@ STOP=7500 stage stage7 "$R/stage6/model.safetensors" 1e-4 40000 10 $(times 6 "$T
 LOSS=l1 stage stage9 "$R/stage7/model.safetensors" 5e-5 20000 13 $(times 6 "$T/natural") \
   $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
 LOSS=l1 STOP=8000 stage stage10 "$R/stage9/model.safetensors" 8e-5 40000 14 $(times 9 "$T/natural") \
+  $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
+python scripts/reshape_blocks.py "$R/stage10/model.safetensors" "$R/stage12_init.safetensors" --untie-steps
+LOSS=l1 STOP=15000 stage stage12 "$R/stage12_init.safetensors" 8e-5 20000 17 $(times 9 "$T/natural") \
   $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
