@@ -281,3 +281,17 @@ def test_a_run_from_before_per_entry_degradations_resumes_with_them(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"files": files}))
     assert finetune.stored_files(tmp_path) == {"train": ["a.png", "b.png"], "val": ["c.png"],
                                                "train_degradations": [None, "microscopy"], "val_degradations": [None]}
+
+
+def test_scaled_copies_shrink_each_image_and_skip_copies_below_the_minimum_side(tmp_path):
+    from PIL import Image
+
+    from training.recipes.scaled_copies import scaled_copies
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (100, 50, 3), dtype=np.uint8)).save(src / "a.png")
+    before = (src / "a.png").read_bytes()
+    assert scaled_copies(src, tmp_path / "dst", [0.6, 0.8], min_side=35) == 1
+    assert Image.open(tmp_path / "dst" / "a_x8.png").size == (40, 80)
+    assert (src / "a.png").read_bytes() == before

@@ -10,8 +10,9 @@
 # 76% of the crops); stage 7 lists microscopy 12 times; stage 9 goes on from stage 7 with an L1 loss (LOSS=l1) on
 # stage 7's mixture, stage 10 with natural photos listed 9 times (stopped at 8,000 of its 40,000 iterations); stage
 # 12 gives each of the 4 steps its own copy of the step blocks (scripts/reshape_blocks.py --untie-steps: the same
-# function and work per upscale, 4x the step blocks' parameters) and trains on stage 10's mixture (shipped at 15,000
-# of its 20,000 iterations).
+# function and work per upscale, 4x the step blocks' parameters) and trains on stage 10's mixture (stopped at 15,000
+# of its 20,000 iterations); stage 13 adds the natural photos shrunk to 0.6x and 0.8x (training/recipes/
+# scaled_copies.py) and is shipped at 7,500 of its 20,000 iterations.
 # Trained at kappa 0.02; the package ships it sampling at 0.002 (scripts/ship_model.py --kappa 0.002, the same
 # weights), which scored higher: the sampler's noise costs PSNR.
 # Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule (--stop-at), where
@@ -51,3 +52,6 @@ LOSS=l1 STOP=8000 stage stage10 "$R/stage9/model.safetensors" 8e-5 40000 14 $(ti
 python scripts/reshape_blocks.py "$R/stage10/model.safetensors" "$R/stage12_init.safetensors" --untie-steps
 LOSS=l1 STOP=15000 stage stage12 "$R/stage12_init.safetensors" 8e-5 20000 17 $(times 9 "$T/natural") \
   $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
+python -m training.recipes.scaled_copies "$T/natural" "$T/natural_scaled" --scales 0.6 0.8 --min-side 192
+LOSS=l1 STOP=7500 stage stage13 "$R/stage12/model.safetensors" 5e-5 20000 18 $(times 5 "$T/natural") \
+  $(times 2 "$T/natural_scaled") $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
