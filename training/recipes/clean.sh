@@ -12,7 +12,8 @@
 # 12 gives each of the 4 steps its own copy of the step blocks (scripts/reshape_blocks.py --untie-steps: the same
 # function and work per upscale, 4x the step blocks' parameters) and trains on stage 10's mixture (stopped at 15,000
 # of its 20,000 iterations); stage 13 adds the natural photos shrunk to 0.6x and 0.8x (training/recipes/
-# scaled_copies.py) and is shipped at 7,500 of its 20,000 iterations.
+# scaled_copies.py) and stops at 10,000 of its 20,000 iterations (shipped at 7,500 until stage 14); stage 14 adds
+# them at 0.4x, 0.5x and 0.7x too and is shipped at 10,000 of its 20,000 iterations.
 # Trained at kappa 0.02; the package ships it sampling at 0.002 (scripts/ship_model.py --kappa 0.002, the same
 # weights), which scored higher: the sampler's noise costs PSNR.
 # Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule (--stop-at), where
@@ -53,5 +54,8 @@ python scripts/reshape_blocks.py "$R/stage10/model.safetensors" "$R/stage12_init
 LOSS=l1 STOP=15000 stage stage12 "$R/stage12_init.safetensors" 8e-5 20000 17 $(times 9 "$T/natural") \
   $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
 python -m training.recipes.scaled_copies "$T/natural" "$T/natural_scaled" --scales 0.6 0.8 --min-side 192
-LOSS=l1 STOP=7500 stage stage13 "$R/stage12/model.safetensors" 5e-5 20000 18 $(times 5 "$T/natural") \
+LOSS=l1 STOP=10000 stage stage13 "$R/stage12/model.safetensors" 5e-5 20000 18 $(times 5 "$T/natural") \
   $(times 2 "$T/natural_scaled") $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
+python -m training.recipes.scaled_copies "$T/natural" "$T/natural_scaled2" --scales 0.4 0.5 0.7 --min-side 192
+LOSS=l1 STOP=10000 stage stage14 "$R/stage13/model.safetensors" 5e-5 20000 19 $(times 4 "$T/natural") \
+  $(times 2 "$T/natural_scaled") $(times 2 "$T/natural_scaled2") $(times 14 "$T/microscopy") $(times 4 "$T/satellite")
