@@ -147,6 +147,24 @@ def test_run_writes_logs_samples_card_and_keeps_the_autoencoder_frozen(straight,
         assert torch.equal(value, ae_file[f"autoencoder.{key}"]), key
 
 
+def test_a_snapshot_carries_the_runs_training_record_and_ships_as_one_stage(straight, tmp_path, monkeypatch):
+    """scripts/snapshot.py: the EMA weights and the card's training record of the run's own export (the metrics are
+    the last validation before the checkpoint), so ship_model.py can follow the stages."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import ship_model
+    import snapshot
+
+    run = straight.path.parent
+    snapshot.main([str(run), str(tmp_path / "snap.safetensors")])
+    model, card = load_model(tmp_path / "snap.safetensors")
+    exported = json.loads((run / "model.json").read_text())["training"]
+    assert card["training"].pop("snapshot_of") == str(run) and card["training"].pop("metrics")
+    assert card["training"] == {k: v for k, v in exported.items() if k != "metrics"}
+    assert [(s["iterations"], s["lr"]) for s in ship_model.stages(card)] == [(N, exported["lr"])]
+    exported_weights = read_state_dict(straight.path)
+    assert all(torch.equal(v, exported_weights[k]) for k, v in read_state_dict(tmp_path / "snap.safetensors").items())
+
+
 def test_killed_and_resumed_run_equals_the_straight_run(straight, images, autoencoder_run, tmp_path):
     run = tmp_path / "run"
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -303,36 +303,44 @@ def trained_degradations(opts: argparse.Namespace, files: dict) -> str:
     return ", ".join(sorted(used))
 
 
-def export(trainer: Trainer, opts: argparse.Namespace, files: dict, origin: str) -> tuple[Path, dict]:
+def training_record(opts: argparse.Namespace, files: dict, *, stage, origin: str, settings, precision: str) -> dict:
+    """What a model card says of the run's training, fixed for the whole run; ``reached`` adds how far it got. Kept
+    in every checkpoint, so a snapshot of a running training carries it too (scripts/snapshot.py)."""
+    return {
+        "stage": stage.name,
+        "init": origin,
+        "degradation": "paired LR data" if opts.lr_data else trained_degradations(opts, files),
+        "quantized_decoding": bool(stage.model.config.get("autoencoder", {}).get("quantize", True)),
+        "batch": settings.batch,
+        "crop": opts.crop,
+        "lr": settings.lr,
+        "ema": settings.ema,
+        "rollout": opts.rollout,
+        "loss": opts.loss,
+        "precision": precision,
+        "seed": settings.seed,
+        "hardware": hardware(),
+        "torch": torch.__version__,
+        "data": list(opts.data) + ([opts.lr_data] if opts.lr_data else []),
+        "validation_data": list(opts.val_data) or f"{opts.val_fraction:.0%} of the files of each --data path",
+        "train_files": len(set(files["train"])),  # a folder listed k times counts once
+        "val_files": len(set(files["val"])),
+    }
+
+
+def reached(record: dict, *, iteration: int, elapsed: float, metrics: dict) -> dict:
+    """A training record with the iteration, wall time and validation metrics a run (or its checkpoint) reached."""
+    return record | {"iterations": iteration, "wall_time_s": round(elapsed, 1), "metrics": metrics}
+
+
+def export(trainer: Trainer, opts: argparse.Namespace) -> tuple[Path, dict]:
     model = trainer.stage.model
-    s = trainer.settings
     card = make_card(
         model,
         name=opts.name or Path(opts.run).name,
         normalization={"mode": opts.norm, "percentiles": list(DEFAULT_PERCENTILES), "scope": "per image and channel"},
-        training={
-            "stage": trainer.stage.name,
-            "init": origin,
-            "degradation": "paired LR data" if opts.lr_data else trained_degradations(opts, files),
-            "quantized_decoding": bool(model.config.get("autoencoder", {}).get("quantize", True)),
-            "iterations": trainer.iteration,
-            "batch": s.batch,
-            "crop": opts.crop,
-            "lr": s.lr,
-            "ema": s.ema,
-            "rollout": opts.rollout,
-            "loss": opts.loss,
-            "precision": trainer.precision,
-            "seed": s.seed,
-            "wall_time_s": round(trainer.elapsed, 1),
-            "hardware": hardware(),
-            "torch": torch.__version__,
-            "data": list(opts.data) + ([opts.lr_data] if opts.lr_data else []),
-            "validation_data": list(opts.val_data) or f"{opts.val_fraction:.0%} of the files of each --data path",
-            "train_files": len(set(files["train"])),  # a folder listed k times counts once
-            "val_files": len(set(files["val"])),
-            "metrics": trainer.last_metrics,
-        },
+        training=reached(trainer.extra["training"], iteration=trainer.iteration, elapsed=trainer.elapsed,
+                         metrics=trainer.last_metrics),
     )
     path = save_model(model, Path(opts.run) / "model.safetensors", card, overwrite=True)
     if opts.export_official:
@@ -372,7 +380,7 @@ def train(argv=None) -> Outcome:
     settings = settings_of(opts)
     micro = settings.batch // settings.accumulation  # raises early on a --batch that --micro-batch does not divide
     device = pick_device(opts.device)
-    resolve_precision(settings.precision, device)  # refused here, before the run folder is written
+    precision = resolve_precision(settings.precision, device)  # refused here, before the run folder is written
     random.seed(opts.seed)
     np.random.seed(opts.seed % 2**32)
     torch.manual_seed(opts.seed)
@@ -404,8 +412,9 @@ def train(argv=None) -> Outcome:
         options = {k: v for k, v in vars(opts).items() if k != "resume"}
         (run_dir / "run.json").write_text(json.dumps({"options": options, "files": files}, indent=2) + "\n")
     logbook = Logbook(run_dir, resume_at=state["iteration"] if state else None, tensorboard=opts.tensorboard)
+    record = training_record(opts, files, stage=stage, origin=origin, settings=settings, precision=precision)
     trainer = Trainer(stage, settings, sampler=sampler, val_items=val_items, device=device, run_dir=run_dir,
-                      logbook=logbook, extra={"init": origin})
+                      logbook=logbook, extra={"init": origin, "training": record})
     if state is not None:
         trainer.load_state_dict(state)
         print(f"resumed at iteration {trainer.iteration} of {settings.iterations}", flush=True)
@@ -414,7 +423,7 @@ def train(argv=None) -> Outcome:
     finally:
         logbook.close()
     trainer.final_weights()
-    path, card = export(trainer, opts, files, origin)
+    path, card = export(trainer, opts)
     also = [p for p in (opts.export_official, opts.export_bioimageio) if p]
     print(f"exported: {path}" + "".join(f" and {p}" for p in also), flush=True)
     return Outcome(model, card, path, trainer)
