@@ -295,3 +295,13 @@ def test_scaled_copies_shrink_each_image_and_skip_copies_below_the_minimum_side(
     assert scaled_copies(src, tmp_path / "dst", [0.6, 0.8], min_side=35) == 1
     assert Image.open(tmp_path / "dst" / "a_x8.png").size == (40, 80)
     assert (src / "a.png").read_bytes() == before
+
+
+def test_scaled_copies_refuse_scales_that_would_not_shrink_or_would_share_a_name(tmp_path, capsys):
+    from training.recipes.scaled_copies import main
+
+    (tmp_path / "src").mkdir()
+    for scales in (["0.75", "0.8"], ["1.5"]):
+        with pytest.raises(SystemExit):
+            main([str(tmp_path / "src"), str(tmp_path / "dst"), "--scales", *scales])
+        assert "at most one per tenth" in capsys.readouterr().err and not (tmp_path / "dst").exists()

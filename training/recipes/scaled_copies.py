@@ -13,8 +13,15 @@ from PIL import Image
 from .split import IMAGE_SUFFIXES
 
 
+def suffix(scale: float) -> str:
+    return f"_x{round(scale * 10)}"
+
+
 def scaled_copies(src: Path, dst: Path, scales: list[float], min_side: int) -> int:
-    """Writes the copies; returns how many."""
+    """Writes the copies; returns how many. Refuses, before writing, scales that would not shrink or that share a
+    name (copies are named by tenths, so 0.75 and 0.8 would overwrite each other)."""
+    if not all(0 < s < 1 for s in scales) or len({suffix(s) for s in scales}) < len(scales):
+        raise ValueError(f"scales {scales}: give each between 0 and 1, at most one per tenth (0.6 -> _x6)")
     dst.mkdir(parents=True, exist_ok=True)
     written = 0
     for path in sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
@@ -22,7 +29,7 @@ def scaled_copies(src: Path, dst: Path, scales: list[float], min_side: int) -> i
         for scale in scales:
             size = (round(image.width * scale), round(image.height * scale))
             if min(size) >= min_side:
-                image.resize(size, Image.LANCZOS).save(dst / f"{path.stem}_x{round(scale * 10)}.png")
+                image.resize(size, Image.LANCZOS).save(dst / f"{path.stem}{suffix(scale)}.png")
                 written += 1
     return written
 
@@ -34,7 +41,11 @@ def main(argv=None) -> None:
     p.add_argument("--scales", type=float, nargs="+", default=[0.6, 0.8])
     p.add_argument("--min-side", type=int, default=192)
     args = p.parse_args(argv)
-    print(f"wrote {scaled_copies(args.src, args.dst, args.scales, args.min_side)} files to {args.dst}")
+    try:
+        written = scaled_copies(args.src, args.dst, args.scales, args.min_side)
+    except ValueError as exc:
+        p.error(str(exc))
+    print(f"wrote {written} files to {args.dst}")
 
 
 if __name__ == "__main__":
