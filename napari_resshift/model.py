@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -196,6 +196,18 @@ class ResShiftModel(nn.Module):
             self.schedule, denoise, z_start, z_y, t, noise, weighted=weighted, source=source, l1=l1
         )
         return loss, error, pred, z_t, z_start
+
+    def chain_loss(self, hr: torch.Tensor, lq: torch.Tensor, draws: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mean absolute error of the sampled x_0, the whole reverse chain run with gradients through every step.
+
+        ``draws`` are the sampler's noise, in its order (``diffusion.recorded_noise``): what is scored is what
+        sampling at this kappa returns, so every step learns to correct what the steps before it leave.
+        """
+        with torch.no_grad():
+            z_start = self.encode(hr)
+            z_y = self.condition(lq)
+        z_0 = diffusion.sample(self.denoiser(lq, z_y), z_y, self.schedule, noise=diffusion.recorded_noise(draws))
+        return (z_start - z_0).abs().mean()
 
 
 def _ae_kwargs(params: dict) -> dict:

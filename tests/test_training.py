@@ -345,10 +345,32 @@ def test_l1_loss_is_the_mean_absolute_error_of_the_same_prediction(tmp_path):
     assert torch.allclose(squared, ((z0 - pred) ** 2).mean((1, 2, 3))) and not torch.isclose(l1, mse)
 
 
-def test_rollout_and_l1_training_run_and_are_recorded_on_the_card(images, tmp_path):
+def test_chain_loss_scores_what_the_sampler_returns_and_trains_through_every_step(tmp_path):
+    """--loss chain: the L1 of the very result super_resolve samples from the same draws, and its gradient reaches
+    back through the chain to x_T (so every step, not only the last, learns from the result)."""
+    opts = finetune.resolve_options(["--data", str(tmp_path), "--run", str(tmp_path / "r"), "--init", "scratch",
+                                     "--arch", "tiny", "--mode", "packed", "--kappa", "0.002"])
+    model, _ = finetune.build_model(opts)
+    torch.nn.init.normal_(model.unet.out[-1].weight, std=0.01)
+    g = torch.Generator().manual_seed(2)
+    hr, lq = torch.rand(2, 3, 64, 64, generator=g) - 0.5, torch.rand(2, 3, 16, 16, generator=g) - 0.5
+    draws = [torch.randn(model.latent_shape(lq), generator=g) for _ in range(model.schedule.steps)]
+    with torch.no_grad():
+        sampled = model.super_resolve(lq, noise=diffusion.recorded_noise(draws))
+    assert sampled.abs().max() < 1  # nothing clamped, so the two must agree
+    prior = draws[0].clone().requires_grad_(True)
+    loss = model.chain_loss(hr, lq, [prior, *draws[1:]])
+    assert torch.isclose(loss, (hr - sampled).abs().mean(), atol=1e-6)
+    loss.backward()
+    assert prior.grad is not None and prior.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.unet.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("loss", ["l1", "chain"])
+def test_rollout_and_other_losses_train_and_are_recorded_on_the_card(images, tmp_path, loss):
     outcome = finetune.train(["--data", str(images), "--run", str(tmp_path / "run"), "--init", "scratch",
                               "--arch", "tiny", "--mode", "packed", "--rollout", "1", "--crop", "64", "--batch", "4",
                               "--iterations", "2", "--val-fraction", "0", "--val-every", "0", "--no-tensorboard",
-                              "--loss", "l1"])
+                              "--loss", loss])
     training = load_model(outcome.path)[1]["training"]
-    assert training["rollout"] == 1.0 and training["loss"] == "l1"
+    assert training["rollout"] == 1.0 and training["loss"] == loss

@@ -100,8 +100,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--rollout", type=share, help="share (0-1) of the non-final steps whose x_t is built from the "
                    "model's own first estimate instead of the truth, so later steps learn to correct it (default 0: "
                    "the reference objective)")
-    m.add_argument("--loss", choices=("mse", "l1"), help="error of the x_0 prediction: mse (the reference "
-                   "objective) or l1 (mean absolute error, as plain super-resolution CNNs train) (default mse)")
+    m.add_argument("--loss", choices=("mse", "l1", "chain"), help="error of the x_0 prediction: mse (the reference "
+                   "objective), l1 (mean absolute error, as plain super-resolution CNNs train), or chain (mean "
+                   "absolute error of the sampled result: the whole chain at --kappa, trained through every step; "
+                   "--rollout does not apply) (default mse)")
     t = p.add_argument_group("optimisation")
     t.add_argument("--iterations", type=int, help=f"optimiser steps (default {d['iterations']})")
     t.add_argument("--batch", type=int, help=f"images per step (default {d['batch']})")

@@ -75,7 +75,8 @@ class Stage:
 
 
 class DenoiserStage(Stage):
-    """x0-prediction MSE (or L1) in latent space (pixel space in pixel mode) at a random step, with random noise."""
+    """x0-prediction MSE (or L1) in latent space (pixel space in pixel mode) at a random step, with random noise;
+    with the chain loss, the L1 of the whole sampler's result."""
 
     name = "denoiser"
     compiled_parts = ("unet",)
@@ -86,11 +87,16 @@ class DenoiserStage(Stage):
         model.unet.requires_grad_(True)
         self.rollout = rollout  # share of the non-final steps trained on the model's own first estimate
         self.l1 = loss == "l1"
+        self.chain = loss == "chain"
 
     def loss(self, batch: dict, device: torch.device) -> torch.Tensor:
         # t and noise are drawn on the CPU from the batch's seed, so a run is the same on any device.
         gen = torch.Generator().manual_seed(batch["seed"])
         hr, lq = batch["hr"].to(device), batch["lq"].to(device)
+        if self.chain:
+            shape = self.model.latent_shape(lq)
+            draws = [torch.randn(shape, generator=gen).to(device) for _ in range(self.model.schedule.steps)]
+            return self.model.chain_loss(hr, lq, draws)
         t = torch.randint(self.model.schedule.steps, (hr.shape[0],), generator=gen).to(device)
         noise = torch.randn(self.model.latent_shape(lq), generator=gen).to(device)
         rollout = prior = None
