@@ -1,8 +1,10 @@
 """Packs a training folder for a machine without imagecodecs: TIFFs re-saved losslessly with zlib, the rest copied.
 
-``python scripts/pack_training_data.py runs/split/train OUT.tar.gz [--min-side 128]``: the archive unpacks to
-``train/<domain>/...``; files whose planes are smaller than ``--min-side`` (the training crop) are left out, and every
-re-saved TIFF is checked to read back identically (array, axes, channel groups).
+``python scripts/pack_training_data.py runs/split/train OUT.tar.gz [--min-side 128] [--max-side 768]``: the archive
+unpacks to ``train/<domain>/...``; files whose planes are smaller than ``--min-side`` (the training crop) are left out,
+TIFF and PNG planes larger than ``--max-side`` are cut to their centre (to fit a size limit, e.g. a lent GPU's; JPEGs
+stay whole, since cutting them means re-encoding), and every re-saved TIFF is checked to read back identically (array,
+axes, channel groups).
 """
 import argparse
 import shutil
@@ -12,11 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from PIL import Image
 
 from training.data import _read_tiff, open_source
 
 
-def pack(src: Path, out: Path, *, min_side: int) -> None:
+def centre(array: np.ndarray, axes: str, side: int | None) -> np.ndarray:
+    """The central side x side of every Y-X plane (planes already that small stay whole)."""
+    if side is None:
+        return array
+    cut = [slice(None)] * array.ndim
+    for axis in (axes.index("Y"), axes.index("X")):
+        start = max(0, (array.shape[axis] - side) // 2)
+        cut[axis] = slice(start, start + side)
+    return array[tuple(cut)]
+
+
+def pack(src: Path, out: Path, *, min_side: int, max_side: int | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "train"
         for f in sorted(p for p in src.rglob("*") if p.is_file()):
@@ -26,18 +40,24 @@ def pack(src: Path, out: Path, *, min_side: int) -> None:
                 continue
             dst = root / f.relative_to(src)
             dst.parent.mkdir(parents=True, exist_ok=True)
+            if f.suffix.lower() == ".png" and max_side and max(source.height, source.width) > max_side:
+                with Image.open(f) as im:
+                    pixels = np.asarray(im)
+                Image.fromarray(centre(pixels, "YX", max_side)).save(dst, optimize=True)
+                continue
             if f.suffix.lower() not in (".tif", ".tiff"):
                 shutil.copy(f, dst)
                 continue
             with tifffile.TiffFile(f) as t:
                 series = t.series[0]
                 array, axes = series.asarray(), series.axes
+            array = centre(array, axes, max_side)
             rgb = axes.endswith("S") and array.shape[-1] in (3, 4)
             dst = dst.with_suffix(".tif")
             tifffile.imwrite(dst, array, compression="zlib", metadata={"axes": axes},
                              photometric="rgb" if rgb else "minisblack")
             a, b = _read_tiff(f), _read_tiff(dst)
-            if not (np.array_equal(a[0], b[0]) and a[1:] == b[1:]):
+            if not (np.array_equal(centre(a[0], a[1], max_side), b[0]) and a[1:] == b[1:]):
                 raise SystemExit(f"{f}: does not read back identically after re-saving")
         with tarfile.open(out, "w:gz") as tar:
             tar.add(root, arcname="train")
@@ -49,8 +69,9 @@ def main() -> None:
     p.add_argument("src", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--min-side", type=int, default=128)
+    p.add_argument("--max-side", type=int, help="cut larger TIFF and PNG planes to their central max-side x max-side")
     args = p.parse_args()
-    pack(args.src, args.out, min_side=args.min_side)
+    pack(args.src, args.out, min_side=args.min_side, max_side=args.max_side)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
@@ -374,3 +375,27 @@ def test_rollout_and_other_losses_train_and_are_recorded_on_the_card(images, tmp
                               "--loss", loss])
     training = load_model(outcome.path)[1]["training"]
     assert training["rollout"] == 1.0 and training["loss"] == loss
+
+
+def test_packing_cuts_large_planes_to_their_centre_and_keeps_the_rest_exact(tmp_path):
+    """scripts/pack_training_data.py --max-side: TIFF and PNG planes cut to their centre, pixel for pixel; small
+    files and JPEGs travel whole; files under --min-side stay behind."""
+    src = tmp_path / "train" / "micro"
+    src.mkdir(parents=True)
+    stack = (np.arange(2 * 300 * 200) % 4093).astype(np.uint16).reshape(2, 300, 200)
+    tifffile.imwrite(src / "stack.tif", stack, metadata={"axes": "ZYX"})
+    photo = pattern(150, 260, phase=1)
+    Image.fromarray(np.stack([photo] * 3, -1)).save(src / "photo.png")
+    Image.fromarray(photo).save(src / "photo.jpg")
+    Image.fromarray(photo[:40, :40]).save(src / "tiny.png")
+    out = tmp_path / "packed.tar.gz"
+    subprocess.run([sys.executable, "scripts/pack_training_data.py", str(tmp_path / "train"), str(out),
+                    "--min-side", "64", "--max-side", "128"], cwd=ROOT, check=True, capture_output=True)
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(out) as tar:
+        tar.extractall(unpacked, filter="data")
+    got = unpacked / "train" / "micro"
+    assert sorted(p.name for p in got.iterdir()) == ["photo.jpg", "photo.png", "stack.tif"]
+    assert np.array_equal(tifffile.imread(got / "stack.tif"), stack[:, 86:214, 36:164])
+    assert np.array_equal(np.asarray(Image.open(got / "photo.png"))[..., 0], photo[11:139, 66:194])
+    assert (got / "photo.jpg").read_bytes() == (src / "photo.jpg").read_bytes()

@@ -13,9 +13,9 @@
 # function and work per upscale, 4x the step blocks' parameters) and trains on stage 10's mixture (stopped at 15,000
 # of its 20,000 iterations); stage 13 adds the natural photos shrunk to 0.6x and 0.8x (training/recipes/
 # scaled_copies.py) and stops at 10,000 of its 20,000 iterations (shipped at 7,500 until stage 14); stage 14 adds
-# them at 0.4x, 0.5x and 0.7x too and is shipped at 10,000 of its 20,000 iterations.
-# Trained at kappa 0.02; the package ships it sampling at 0.002 (scripts/ship_model.py --kappa 0.002, the same
-# weights), which scored higher: the sampler's noise costs PSNR.
+# them at 0.4x, 0.5x and 0.7x too and stops at 10,000 of its 20,000 iterations; stage 15 trains the whole 4-step
+# chain at kappa 0.002 on the L1 of its sampled result (--loss chain), on stage 14's mixture.
+# Stages 1-14 train at kappa 0.02 and sample better at 0.002 (the sampler's noise costs PSNR), where stage 15 trains.
 # Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule (--stop-at), where
 # the shipped chain stopped it. Stage 7 ends at 7,500 of its 40,000 iterations; an annealed stage 8 of 22,000 more
 # with the MSE loss measured the same, so it is not here.
@@ -27,7 +27,7 @@ times() { local n=$1; shift; for _ in $(seq "$n"); do printf '%s ' "$@"; done; }
 stage() {  # NAME INIT LR ITERATIONS SEED DATA...
   local name=$1 init=$2 lr=$3 its=$4 seed=$5 warmup=100; shift 5
   [ "$init" = scratch ] && warmup=200
-  python -m training.finetune --init "$init" --arch conv --mode packed --kappa 0.02 --degradation bicubic \
+  python -m training.finetune --init "$init" --arch conv --mode packed --kappa "${KAPPA:-0.02}" --degradation bicubic \
     --data "$@" --val-data "$V/natural" "$V/microscopy" "$V/satellite" --val-fraction 0 --val-images 12 \
     --val-size 192 --crop 192 --batch 8 --lr "$lr" --min-lr 1e-6 --warmup "$warmup" --ema 0.999 --clip 1.0 \
     --rollout 0.75 --iterations "$its" --seed "$seed" --checkpoint-every 250 --val-every 2000 --workers 0 \
@@ -58,4 +58,6 @@ LOSS=l1 STOP=10000 stage stage13 "$R/stage12/model.safetensors" 5e-5 20000 18 $(
   $(times 2 "$T/natural_scaled") $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
 python -m training.recipes.scaled_copies "$T/natural" "$T/natural_scaled2" --scales 0.4 0.5 0.7 --min-side 192
 LOSS=l1 STOP=10000 stage stage14 "$R/stage13/model.safetensors" 5e-5 20000 19 $(times 4 "$T/natural") \
+  $(times 2 "$T/natural_scaled") $(times 2 "$T/natural_scaled2") $(times 14 "$T/microscopy") $(times 4 "$T/satellite")
+LOSS=chain KAPPA=0.002 stage stage15 "$R/stage14/model.safetensors" 3e-5 4000 20 $(times 4 "$T/natural") \
   $(times 2 "$T/natural_scaled") $(times 2 "$T/natural_scaled2") $(times 14 "$T/microscopy") $(times 4 "$T/satellite")

@@ -1,7 +1,7 @@
 """The default model's data split: about 15% of the files of each domain held out, never trained on.
 
 ``python -m training.recipes.split ../shared/data runs/split`` makes ``train/<domain>`` and ``val/<domain>`` folders of
-links (or, with ``--copy MAX_MB``, of files, shrunk by cropping planes of large stacks, to carry to another machine).
+links (or, with ``--copy``, of copies of the files, to carry to another machine).
 """
 from __future__ import annotations
 
