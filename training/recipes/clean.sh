@@ -58,9 +58,8 @@ python -m training.recipes.scaled_copies "$T/natural" "$T/natural_scaled" --scal
 LOSS=l1 STOP=10000 stage stage13 "$R/stage12/model.safetensors" 5e-5 20000 18 $(times 5 "$T/natural") \
   $(times 2 "$T/natural_scaled") $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
 python -m training.recipes.scaled_copies "$T/natural" "$T/natural_scaled2" --scales 0.4 0.5 0.7 --min-side 192
-LOSS=l1 STOP=10000 stage stage14 "$R/stage13/model.safetensors" 5e-5 20000 19 $(times 4 "$T/natural") \
-  $(times 2 "$T/natural_scaled") $(times 2 "$T/natural_scaled2") $(times 14 "$T/microscopy") $(times 4 "$T/satellite")
-LOSS=chain KAPPA=0.002 STOP=3500 stage stage15 "$R/stage14/model.safetensors" 3e-5 4000 20 $(times 4 "$T/natural") \
-  $(times 2 "$T/natural_scaled") $(times 2 "$T/natural_scaled2") $(times 14 "$T/microscopy") $(times 4 "$T/satellite")
-LOSS=chain KAPPA=0.002 stage stage16 "$R/stage15/model.safetensors" 5e-5 3600 21 $(times 4 "$T/natural") \
-  $(times 2 "$T/natural_scaled") $(times 2 "$T/natural_scaled2") $(times 14 "$T/microscopy") $(times 4 "$T/satellite")
+MIX14=$(times 4 "$T/natural"; times 2 "$T/natural_scaled"; times 2 "$T/natural_scaled2"; times 14 "$T/microscopy"
+  times 4 "$T/satellite")  # stage 14's mixture, kept by stages 15 and 16
+LOSS=l1 STOP=10000 stage stage14 "$R/stage13/model.safetensors" 5e-5 20000 19 $MIX14
+LOSS=chain KAPPA=0.002 STOP=3500 stage stage15 "$R/stage14/model.safetensors" 3e-5 4000 20 $MIX14
+LOSS=chain KAPPA=0.002 stage stage16 "$R/stage15/model.safetensors" 5e-5 3600 21 $MIX14
