@@ -265,6 +265,20 @@ def test_bad_data_is_one_clear_line_before_training(kind, tmp_path, donor, capsy
     assert not (run / "checkpoint.pt").exists()
 
 
+def test_held_out_images_need_the_validation_crop_not_the_training_crop(tmp_path, donor, capsys):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    Image.fromarray(pattern()).save(tmp_path / "train" / "big.png")
+    Image.fromarray(pattern(48, 56)).save(tmp_path / "val" / "small.png")
+    args = ["--data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"), "--init", "scratch", "--arch",
+            "tiny", "--autoencoder", str(donor), "--crop", "64", "--batch", "1", "--iterations", "1", "--no-tensorboard"]
+    assert finetune.main([*args, "--run", str(tmp_path / "too_small"), "--val-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "smaller than the 64-pixel validation crop" in err and "--val-size" in err, err
+    assert finetune.main([*args, "--run", str(tmp_path / "fits"), "--val-size", "48"]) == 0
+    assert (tmp_path / "fits" / "model.safetensors").exists()
+
+
 def test_missing_path_and_bad_resume_options_are_errors(tmp_path, capsys):
     assert finetune.main(["--data", str(tmp_path / "nowhere"), "--run", str(tmp_path / "r")]) == 2
     assert "no such file or folder" in capsys.readouterr().err

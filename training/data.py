@@ -194,8 +194,9 @@ def _sampled(array) -> np.ndarray:
     return np.asarray(array[(slice(None, None, step),) * array.ndim])
 
 
-def check_source(source: Source, *, min_size: int, norm: str) -> Source:
-    """Reject what cannot train (too small, NaN, constant); drop constant channels; fit the normalisation."""
+def check_source(source: Source, *, min_size: int, norm: str, role: str = "training") -> Source:
+    """Reject what cannot train (too small for the ``role`` crop, NaN, constant); drop constant channels; fit the
+    normalisation."""
     path = source.path
     try:
         normalization.check_dtype(source.array.dtype)
@@ -203,8 +204,8 @@ def check_source(source: Source, *, min_size: int, norm: str) -> Source:
         raise ResShiftError(f"{path}: {exc}") from None
     if source.height < min_size or source.width < min_size:
         raise ResShiftError(
-            f"{path}: {source.width}x{source.height} pixels is smaller than the {min_size}-pixel training crop; "
-            "remove it or lower --crop"
+            f"{path}: {source.width}x{source.height} pixels is smaller than the {min_size}-pixel {role} crop; "
+            f"remove it or lower {'--crop' if role == 'training' else '--val-size'}"
         )
     values = _sampled(source.array)
     if values.dtype.kind == "f" and not np.isfinite(values).all():
@@ -229,17 +230,17 @@ def _match_lr(hr_path: Path, lr_files: dict[str, Path], lr_root: Path) -> Path:
 
 
 def load_pairs(paths: list[Path], *, crop: int, scale: int, norm: str, lr_root: Path | None = None,
-               degradations: list[str | None] | None = None) -> list[Pair]:
-    """Checked sources of ``paths`` (with their LR files under ``lr_root``); ``degradations[i]`` is path i's own
-    degradation (None: the run's)."""
+               degradations: list[str | None] | None = None, role: str = "training") -> list[Pair]:
+    """Checked sources of ``paths`` (with their LR files under ``lr_root``), each at least ``crop`` pixels a side;
+    ``degradations[i]`` is path i's own degradation (None: the run's)."""
     pairs, degradations = [], degradations or [None] * len(paths)
     lr_files = {p.stem: p for p in find_images(lr_root)} if lr_root is not None else {}
     for path, degradation in zip(paths, degradations, strict=True):
-        hr = check_source(open_source(path), min_size=crop, norm=norm)
+        hr = check_source(open_source(path), min_size=crop, norm=norm, role=role)
         lr = None
         if lr_root is not None:
             lr_path = _match_lr(path, lr_files, lr_root)
-            lr = check_source(open_source(lr_path), min_size=crop // scale, norm=norm)
+            lr = check_source(open_source(lr_path), min_size=crop // scale, norm=norm, role=role)
             if lr.height * scale > hr.height or hr.height >= (lr.height + 1) * scale or lr.width * scale > hr.width:
                 raise ResShiftError(
                     f"{lr_path}: {lr.width}x{lr.height} is not 1/{scale} of its HR {hr.width}x{hr.height}; "

@@ -400,7 +400,8 @@ def train(argv=None) -> Outcome:
     lr_root = Path(opts.lr_data) if opts.lr_data else None
     load = dict(crop=opts.crop, scale=model.scale, norm=opts.norm, lr_root=lr_root)
     train_pairs = data.load_pairs([Path(f) for f in files["train"]], degradations=files["train_degradations"], **load)
-    val_pairs = data.load_pairs([Path(f) for f in files["val"]], degradations=files["val_degradations"], **load)
+    val_pairs = data.load_pairs([Path(f) for f in files["val"]], degradations=files["val_degradations"],
+                                **{**load, "crop": min(opts.crop, opts.val_size)}, role="validation")
     print(f"data: {len(train_pairs)} training and {len(val_pairs)} validation images", flush=True)
 
     sampler = data.CropSampler(train_pairs, crop=opts.crop, scale=model.scale, micro_batch=micro,
