@@ -15,8 +15,9 @@
 # scaled_copies.py) and stops at 10,000 of its 20,000 iterations (shipped at 7,500 until stage 14); stage 14 adds
 # them at 0.4x, 0.5x and 0.7x too and stops at 10,000 of its 20,000 iterations; stage 15 trains the whole 4-step
 # chain at kappa 0.002 on the L1 of its sampled result (--loss chain), on stage 14's mixture, stopped at 3,500 of 4,000;
-# stage 16 goes on with the chain at a higher learning rate (5e-5 against 3e-5), 3,600 iterations.
-# Stages 1-14 train at kappa 0.02 and sample better at 0.002 (the sampler's noise costs PSNR), where 15 and 16 train.
+# stage 16 goes on with the chain at a higher learning rate (5e-5 against 3e-5), 3,600 iterations; stage 17 trains
+# the chain on 256-px crops (wider than its receptive field) of the files of at least 256 px, stopped at 2,000 of 2,400.
+# Stages 1-14 train at kappa 0.02 and sample better at 0.002 (the sampler's noise costs PSNR), where 15-17 train.
 # Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule (--stop-at), where
 # the shipped chain stopped it. Stage 7 ends at 7,500 of its 40,000 iterations; an annealed stage 8 of 22,000 more
 # with the MSE loss measured the same, so it is not here.
@@ -30,7 +31,7 @@ stage() {  # NAME INIT LR ITERATIONS SEED DATA...
   [ "$init" = scratch ] && warmup=200
   python -m training.finetune --init "$init" --arch conv --mode packed --kappa "${KAPPA:-0.02}" --degradation bicubic \
     --data "$@" --val-data "$V/natural" "$V/microscopy" "$V/satellite" --val-fraction 0 --val-images 12 \
-    --val-size 192 --crop 192 --batch 8 --lr "$lr" --min-lr 1e-6 --warmup "$warmup" --ema 0.999 --clip 1.0 \
+    --val-size 192 --crop "${CROP:-192}" --batch 8 --lr "$lr" --min-lr 1e-6 --warmup "$warmup" --ema 0.999 --clip 1.0 \
     --rollout 0.75 --iterations "$its" --seed "$seed" --checkpoint-every 250 --val-every 2000 --workers 0 \
     --no-tensorboard --device "$DEV" --name clean --run "$R/$name" ${STOP:+--stop-at "$STOP"} ${LOSS:+--loss "$LOSS"}
 }
@@ -58,8 +59,14 @@ python -m training.recipes.scaled_copies "$T/natural" "$T/natural_scaled" --scal
 LOSS=l1 STOP=10000 stage stage13 "$R/stage12/model.safetensors" 5e-5 20000 18 $(times 5 "$T/natural") \
   $(times 2 "$T/natural_scaled") $(times 12 "$T/microscopy") $(times 4 "$T/satellite")
 python -m training.recipes.scaled_copies "$T/natural" "$T/natural_scaled2" --scales 0.4 0.5 0.7 --min-side 192
-MIX14=$(times 4 "$T/natural"; times 2 "$T/natural_scaled"; times 2 "$T/natural_scaled2"; times 14 "$T/microscopy"
-  times 4 "$T/satellite")  # stage 14's mixture, kept by stages 15 and 16
+mix14() { times 4 "$1/natural"; times 2 "$1/natural_scaled"; times 2 "$1/natural_scaled2"; times 14 "$1/microscopy"
+  times 4 "$1/satellite"; }  # stage 14's mixture, kept by stages 15-17
+MIX14=$(mix14 "$T")
 LOSS=l1 STOP=10000 stage stage14 "$R/stage13/model.safetensors" 5e-5 20000 19 $MIX14
 LOSS=chain KAPPA=0.002 STOP=3500 stage stage15 "$R/stage14/model.safetensors" 3e-5 4000 20 $MIX14
 LOSS=chain KAPPA=0.002 stage stage16 "$R/stage15/model.safetensors" 5e-5 3600 21 $MIX14
+python -m training.recipes.split "$DATA" "$R/split256" --min-side 256 > /dev/null
+T256="$R/split256/train"
+python -m training.recipes.scaled_copies "$T256/natural" "$T256/natural_scaled" --scales 0.6 0.8 --min-side 256
+python -m training.recipes.scaled_copies "$T256/natural" "$T256/natural_scaled2" --scales 0.4 0.5 0.7 --min-side 256
+LOSS=chain KAPPA=0.002 CROP=256 STOP=2000 stage stage17 "$R/stage16/model.safetensors" 5e-5 2400 22 $(mix14 "$T256")
