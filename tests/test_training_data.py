@@ -271,7 +271,8 @@ def test_held_out_images_need_the_validation_crop_not_the_training_crop(tmp_path
     Image.fromarray(pattern()).save(tmp_path / "train" / "big.png")
     Image.fromarray(pattern(48, 56)).save(tmp_path / "val" / "small.png")
     args = ["--data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"), "--init", "scratch", "--arch",
-            "tiny", "--autoencoder", str(donor), "--crop", "64", "--batch", "1", "--iterations", "1", "--no-tensorboard"]
+            "tiny", "--autoencoder", str(donor), "--crop", "64", "--batch", "1", "--iterations", "1",
+            "--no-tensorboard"]
     assert finetune.main([*args, "--run", str(tmp_path / "too_small"), "--val-size", "64"]) == 2
     err = capsys.readouterr().err
     assert "smaller than the 64-pixel validation crop" in err and "--val-size" in err, err
