@@ -63,9 +63,12 @@ class Upscaler:
         device: str = "auto",
         precision: str = "auto",
         autoencoder=None,
+        steps: int | None = None,
     ):
         if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
             model, card = load_model(model, autoencoder=autoencoder)
+        if steps is not None:  # before the precision is calibrated on it
+            model.set_steps(steps)
         self.card = card or {}
         self.device = pick_device(device)
         if self.device.type == "cpu":

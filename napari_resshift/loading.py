@@ -182,16 +182,15 @@ def load_model(spec=None, *, autoencoder=None, preset: str = "v3") -> tuple[ResS
             raise ResShiftError(f"the {name} model is not installed with this package; reinstall it or pass a model "
                                 "path")
         return load_project_model(path)
-    if isinstance(spec, str) and spec in PRESETS:
-        files = PRESETS[spec].files
-        raise ResShiftError(
-            f"preset {spec!r} needs the official weights: pass the path of {files['unet']} "
-            f"(with --autoencoder {files['autoencoder']})"
-        )
+    check_spec(spec)
     path = Path(spec)
     if path.is_dir():
         if (path / "model.safetensors").is_file():
             return load_project_model(path / "model.safetensors")
+        if (found := official_files(path)) is not None:
+            preset, unet, ae = found
+            model = load_official(unet, ae, config=preset)
+            return model, make_card(model, name=preset, tile=model.pad_multiple, provenance={"source": str(path)})
         for name in ("config.yaml", "config.yml", "config.json"):
             if (path / name).is_file():
                 config = read_config(path / name)
@@ -199,13 +198,55 @@ def load_model(spec=None, *, autoencoder=None, preset: str = "v3") -> tuple[ResS
                 ae = path / config["autoencoder"].get("ckpt_path", "autoencoder.pth") if config.get("autoencoder") else None
                 model = load_official(unet, ae, config=config)
                 return model, make_card(model, name=path.name, tile=model.pad_multiple, provenance={"source": str(path)})
-        raise ResShiftError(f"{path}: no model.safetensors or config.yaml with unet.pth in this folder")
+        raise ResShiftError(f"{path}: no model.safetensors, config.yaml with unet.pth, or official ResShift weights "
+                            "under their published names in this folder")
     if path.suffix == ".safetensors":
         return load_project_model(path)
     model = load_official(path, autoencoder, config=preset)
     return model, make_card(
         model, name=path.stem, tile=model.pad_multiple, provenance={"source": str(path), "preset": preset}
     )
+
+
+def model_names() -> str:
+    """The names ``--model`` (or ``Upscaler``) takes, in words."""
+    official = ", ".join(n for n, p in PRESETS.items() if p.config)
+    return f"{', '.join(SHIPPED)} (shipped) or {official} (official weights you download)"
+
+
+def check_spec(spec) -> None:
+    """Refuse, in one line, a model name that is no preset and no existing path, and a bare official preset name
+    (its weights are never shipped nor downloaded)."""
+    if not isinstance(spec, str) or spec in SHIPPED:
+        return
+    if spec in PRESETS:
+        files = PRESETS[spec].files
+        raise ResShiftError(
+            f"model {spec!r} needs the official weights (ResShift releases on github.com/zsyOAOA/ResShift), not "
+            f"shipped: put {files['unet']} and {files['autoencoder']} in one folder and give that folder as "
+            "the model"
+        )
+    if not Path(spec).exists():
+        bare = Path(spec).name == spec and not Path(spec).suffix
+        what = f"unknown model {spec!r}" if bare else f"{spec}: no such file or folder"
+        raise ResShiftError(f"{what}; choose {model_names()}, or give a model file or folder")
+
+
+def official_files(folder: Path) -> tuple[str, Path, Path] | None:
+    """(preset, denoiser, autoencoder) for a folder holding one official preset's files under their published
+    names; None when it holds none."""
+    found = [(name, folder / p.files["unet"], folder / p.files["autoencoder"])
+             for name, p in PRESETS.items() if p.config and (folder / p.files["unet"]).is_file()]
+    if len(found) > 1:
+        names = ", ".join(f[0] for f in found)
+        raise ResShiftError(f"{folder}: holds the weights of several official models ({names}); keep one denoiser "
+                            "per folder")
+    if not found:
+        return None
+    name, unet, ae = found[0]
+    if not ae.is_file():
+        raise ResShiftError(f"{folder}: {unet.name} needs its autoencoder {ae.name} beside it; download it there")
+    return found[0]
 
 
 def make_card(model: ResShiftModel, *, name: str, normalization: dict | None = None, **extra) -> dict:

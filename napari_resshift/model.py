@@ -95,6 +95,20 @@ class ResShiftModel(nn.Module):
         params["kappa"] = float(kappa)
         self.schedule = diffusion.Schedule.from_config(params)
 
+    def set_steps(self, steps: int) -> None:
+        """Sample in ``steps`` steps instead of the trained count (the configuration keeps what it was trained with).
+
+        A denoiser with one embedding per step (a ConvDenoiser) knows only its own count."""
+        trained = self.config["model"]["params"].get("steps")
+        if trained is not None and steps != trained:
+            raise ResShiftError(f"this model was trained for exactly {trained} steps and cannot sample in {steps}; "
+                                f"leave the steps to the model ({trained}), or use an official model for other "
+                                "step counts")
+        if steps < 2:
+            raise ResShiftError(f"ResShift needs at least 2 steps, got {steps}; choose 2 or more (auto: the model's "
+                                "own)")
+        self.schedule = diffusion.Schedule.from_config(self.config["diffusion"]["params"] | {"steps": int(steps)})
+
     @property
     def latent_factor(self) -> int:
         """LR pixels -> latent pixels: scale / downsampling (1 for the official f4 models and packed pixel mode)."""

@@ -11,6 +11,8 @@ import numpy as np
 
 from .errors import ResShiftError
 
+MODES = ("range", "percentile", "minmax")
+NORM_MODES = ("auto", *MODES)  # what a front-end offers: auto picks range for 8-bit, percentile otherwise
 DEFAULT_PERCENTILES = (0.01, 99.99)
 SUPPORTED = ("uint8", "uint16", "int16", "uint32", "int32", "float16", "float32", "float64", "bool")
 
@@ -115,8 +117,8 @@ def fit(
     if mode == "range":
         low, high = dtype_range(dtype)
         return Normalization(mode, (low,) * channels, (high,) * channels)
-    if mode not in ("percentile", "minmax"):
-        raise ResShiftError(f"unknown normalisation {mode!r}; use range, percentile or minmax")
+    if mode not in MODES:
+        raise ResShiftError(f"unknown normalisation {mode!r}; use one of {', '.join(NORM_MODES)}")
     data = _sample(x, channel_axis).astype(np.float64)
     data = np.moveaxis(data, channel_axis, 0).reshape(channels, -1) if channel_axis is not None else data.reshape(1, -1)
     lows, highs = [], []

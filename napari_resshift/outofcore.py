@@ -411,20 +411,20 @@ def _pipelined(upscaler, source, target, layout, blocks, *, norm, seed, dtype, d
     return written
 
 
-_LOADED: dict[tuple[str, str, str], Upscaler] = {}
+_LOADED: dict[tuple, Upscaler] = {}
 _LOADING = threading.Lock()
 
 
-def cached_upscaler(spec: str, *, device: str = "auto", precision: str = "auto") -> Upscaler:
-    """One loaded model per process, spec, device and precision, so that tasks carry a path, not the weights;
+def cached_upscaler(spec: str, *, device: str = "auto", precision: str = "auto", steps: int | None = None) -> Upscaler:
+    """One loaded model per process, spec, device, precision and steps, so that tasks carry a path, not the weights;
     ``auto`` precision is measured once and the model then also serves its outcome."""
     with _LOADING:  # dask's threads ask at once: load once
-        if (spec, device, precision) not in _LOADED:
+        if (spec, device, precision, steps) not in _LOADED:
             if len(_LOADED) >= 4:
                 _LOADED.clear()
-            up = Upscaler(spec, device=device, precision=precision)
-            _LOADED[(spec, device, precision)] = _LOADED[(spec, device, up.precision)] = up
-        return _LOADED[(spec, device, precision)]
+            up = Upscaler(spec, device=device, precision=precision, steps=steps)
+            _LOADED[(spec, device, precision, steps)] = _LOADED[(spec, device, up.precision, steps)] = up
+        return _LOADED[(spec, device, precision, steps)]
 
 
 def set_threads(threads: int) -> None:

@@ -36,6 +36,7 @@ class Job:
     device: str
     precision: str
     threads: int  # torch threads per task: fixed, so that the bits do not depend on how many tasks run at once
+    steps: int | None = None  # sampling steps; None: the model's own
 
 
 def finished_keys(output) -> set[str]:
@@ -46,7 +47,8 @@ def finished_keys(output) -> set[str]:
 def _open(job: Job, on_chunk):
     """This process's model, the output's level 0 and a recorder that marks a written chunk done."""
     set_threads(job.threads)
-    upscaler = cached_upscaler(job.model, device=worker_device(job.device), precision=job.precision)
+    upscaler = cached_upscaler(job.model, device=worker_device(job.device), precision=job.precision,
+                               steps=job.steps)
     target = zarr.open_array(f"{job.output}/0", mode="r+")
     done_dir = Path(job.output) / DONE_DIR
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 
 from ..engine import PRECISIONS
-from ..normalization import DEFAULT_PERCENTILES
+from ..normalization import DEFAULT_PERCENTILES, NORM_MODES
 
 AUTO = "auto"
-NORMS = (
-    ("auto (8-bit: full range; else percentiles)", "auto"),
-    ("full range of the pixel type", "range"),
-    ("percentiles", "percentile"),
-    ("min–max", "minmax"),
-)
+NORM_LABELS = {
+    "auto": "auto (8-bit: full range; else percentiles)",
+    "range": "full range of the pixel type",
+    "percentile": "percentiles",
+    "minmax": "min–max",
+}
+NORMS = tuple((NORM_LABELS[mode], mode) for mode in NORM_MODES)  # the command line's --norm, in words
 
 
 class AutoValue(Container):

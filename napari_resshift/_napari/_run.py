@@ -10,7 +10,6 @@ from typing import Callable
 import torch
 
 from . import _big_layers, _layers
-from ..diffusion import Schedule
 from ..engine import Upscaler
 from ..errors import ResShiftError
 
@@ -43,9 +42,7 @@ def sampling_steps(upscaler: Upscaler, steps: int | None):
     model = upscaler.model
     saved = model.schedule
     if steps and steps != saved.steps:
-        if steps < 2:
-            raise ResShiftError("ResShift needs at least 2 steps; choose 2 or more (auto uses the model's own)")
-        model.schedule = Schedule.from_config(model.config["diffusion"]["params"] | {"steps": steps})
+        model.set_steps(steps)
     try:
         yield
     finally:
