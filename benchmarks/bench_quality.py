@@ -1,10 +1,11 @@
 """x4 quality per domain: bicubic, Lanczos and a ResShift model on held-out HR images, PSNR / SSIM table.
 
-LR = antialiased bicubic 1/4 of the HR, or (--lr) each domain's blind real-world mixture or another training
-degradation, seeded per image; RGB is scored on Y with a 4-pixel border cropped, every other channel alone on the
-normalised intensities. Usage:
+LR = antialiased bicubic 1/4 of the HR, or (--lr) each domain's blind real-world mixture, its mild end or another
+training degradation, seeded per image; RGB is scored on Y with a 4-pixel border cropped, every other channel alone
+on the normalised intensities. Each table is per domain and, below it, per source (the folder below a domain's
+folder, or the name before ``__`` of a file of the split by files). Usage:
   python benchmarks/bench_quality.py natural=runs/split/val/natural microscopy=runs/split/val/microscopy \
-      satellite=runs/split/val/satellite --models clean default --lr bicubic blind
+      satellite=runs/split/val/satellite --models clean default --lr bicubic blind mild
 """
 from __future__ import annotations
 
@@ -61,10 +62,17 @@ def super_resolve(upscaler: Upscaler, lr: torch.Tensor, rgb: bool, tile: int | N
     return torch.stack(out) * 0.5 + 0.5
 
 
+def source_of(path: Path, folder: Path) -> str:
+    """The source an image comes from: its first folder below ``folder``, else its name's part before ``__``."""
+    rel = path.relative_to(folder)
+    return rel.parts[0] if len(rel.parts) > 1 else path.name.partition("__")[0] if "__" in path.name else path.stem
+
+
 def make_lr(hr: torch.Tensor, *, domain: str, lr_kind: str, generator: torch.Generator) -> torch.Tensor:
-    """LR of an HR crop: ``blind`` is the domain's blind mixture, ``own`` the domain's degradation alone, any other
-    name a training degradation (``bicubic``: clean, antialiased)."""
-    name = {"blind": f"blind-{domain}", "own": DOMAIN_DEGRADATIONS.get(domain)}.get(lr_kind, lr_kind)
+    """LR of an HR crop: ``blind`` is the domain's blind mixture, ``mild`` its mild end, ``own`` the domain's
+    degradation alone, any other name a training degradation (``bicubic``: clean, antialiased)."""
+    name = {"blind": f"blind-{domain}", "mild": f"mild-{domain}",
+            "own": DOMAIN_DEGRADATIONS.get(domain)}.get(lr_kind, lr_kind)
     if name not in DEGRADATIONS:
         raise ResShiftError(f"--lr {lr_kind}: no such degradation for domain {domain!r}; name the domains "
                             f"{', '.join(DOMAIN_DEGRADATIONS)} or give a degradation ({', '.join(DEGRADATIONS)})")
@@ -73,10 +81,12 @@ def make_lr(hr: torch.Tensor, *, domain: str, lr_kind: str, generator: torch.Gen
 
 def evaluate(domain: str, folder: Path, upscalers: dict[str, Upscaler], *, size: int, tile: int | None = None,
              lr_kind: str = "bicubic") -> dict:
-    """Mean PSNR / SSIM of bicubic, Lanczos and every model on one domain's images, all on the same LR."""
+    """Mean PSNR / SSIM of bicubic, Lanczos and every model on one domain's images, all on the same LR; and the
+    mean PSNR of each per source."""
     methods = ("bicubic", "lanczos", *upscalers)
     scores = {m: {"psnr": [], "ssim": []} for m in methods}
     seconds = {m: [] for m in upscalers}
+    sources = []
     for i, path in enumerate(find_images(folder)):
         try:
             items = list(crops(path, size=size))
@@ -97,11 +107,20 @@ def evaluate(domain: str, folder: Path, upscalers: dict[str, Upscaler], *, size:
             for method, out in results.items():
                 scores[method]["psnr"].append(metrics.psnr(out[None], hr[None], rgb=rgb, border=BORDER).item())
                 scores[method]["ssim"].append(metrics.ssim(out[None], hr[None], rgb=rgb, border=BORDER).item())
+            sources.append(source_of(path, folder))
     table = {m: {k: statistics.fmean(v) for k, v in s.items()} for m, s in scores.items() if s["psnr"]}
-    return {"domain": domain, "images": len(scores["bicubic"]["psnr"]), "scores": table, "seconds": seconds}
+    by_source = {
+        source: {"images": sources.count(source),
+                 **{m: statistics.fmean(p for p, s in zip(v["psnr"], sources) if s == source)
+                    for m, v in scores.items()}}
+        for source in sorted(set(sources))
+    }
+    return {"domain": domain, "images": len(scores["bicubic"]["psnr"]), "scores": table, "seconds": seconds,
+            "sources": by_source}
 
 
 LR_KINDS = {"bicubic": "clean antialiased-bicubic LR", "blind": "LR made by each domain's blind mixture",
+            "mild": "LR made by the mild end of each domain's degradation",
             "own": "LR made by each domain's degradation alone"}
 
 
@@ -113,7 +132,8 @@ def main(argv=None) -> int:
                         "given: the baselines alone")
     p.add_argument("--lr", nargs="+", default=["bicubic"], metavar="KIND",
                    help="how LR is made from HR, one table each: bicubic (clean), blind (the domain's blind mixture), "
-                        f"own (the domain's degradation alone) or a degradation name ({', '.join(DEGRADATIONS)}); "
+                        "mild (its mild end), own (the domain's degradation alone) or a degradation name "
+                        f"({', '.join(DEGRADATIONS)}); "
                         "seeded per image")
     p.add_argument("--kappa", nargs="+", type=float, default=[], help="also score each model sampled at these noise "
                    "scales (rows NAME@kappa=K)")
@@ -145,11 +165,19 @@ def main(argv=None) -> int:
             for method, sc in row["scores"].items():
                 print(f"| {row['domain']} | {row['images']} | {method} | {sc['psnr']:.2f} | {sc['ssim']:.4f} | "
                       f"{sc['psnr'] - base:+.2f} |")
+        print("\n| domain | source | images | " + " | ".join(f"{m} vs bicubic" for m in ("lanczos", *upscalers))
+              + " |")
+        print("|---|---|---|" + "---|" * (1 + len(upscalers)))
+        for row in rows:
+            for source, sc in row["sources"].items():
+                print(f"| {row['domain']} | {source} | {sc['images']} | "
+                      + " | ".join(f"{sc[m] - sc['bicubic']:+.2f}" for m in ("lanczos", *upscalers)) + " |")
         for method in upscalers:
             times = [t for row in rows for t in row["seconds"][method]]
             if times:
                 print(f"{method}: model time per image (median) {statistics.median(times):.2f} s")
         summary["tables"][lr_kind] = {r["domain"]: {"images": r["images"], **r["scores"]} for r in rows}
+        summary.setdefault("sources", {})[lr_kind] = {r["domain"]: r["sources"] for r in rows}
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0

@@ -53,8 +53,34 @@ def test_bench_quality_scores_a_model_again_at_each_noise_scale_asked(tmp_path, 
     bench_quality.main([f"natural={folder}", "--models", "clean", "--kappa", "0.005", "--size", "64",
                         "--json", str(tmp_path / "q.json")])
     scores = json.loads((tmp_path / "q.json").read_text())["tables"]["bicubic"]["natural"]
-    assert [r[2] for r in rows(capsys.readouterr().out)] == ["bicubic", "lanczos", "clean", "clean@kappa=0.005"]
+    domains = capsys.readouterr().out.split("| domain | source")[0]
+    assert [r[2] for r in rows(domains)] == ["bicubic", "lanczos", "clean", "clean@kappa=0.005"]
     assert scores["clean"]["psnr"] != scores["clean@kappa=0.005"]["psnr"]  # another noise scale, another sample
+
+
+def test_bench_quality_reports_each_source_and_the_mild_degradation(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    import bench_quality
+
+    yy, xx = np.mgrid[:64, :64] / 64
+    for i, source in enumerate(("cameraA", "cameraA", "scopeB")):
+        (tmp_path / "natural" / source).mkdir(parents=True, exist_ok=True)
+        image = np.stack([np.sin(7 * xx + i), np.cos(5 * yy * xx), np.sin(9 * yy - i)], -1) * 0.4 + 0.5
+        tifffile.imwrite(tmp_path / "natural" / source / f"{i}.tif", (image * 255).astype(np.uint8))
+    bench_quality.main([f"natural={tmp_path / 'natural'}", "--models", "clean", "--size", "64", "--lr", "bicubic",
+                        "mild", "--json", str(tmp_path / "q.json")])
+    report = json.loads((tmp_path / "q.json").read_text())
+    for kind in ("bicubic", "mild"):
+        by_source = report["sources"][kind]["natural"]
+        assert {k: v["images"] for k, v in by_source.items()} == {"cameraA": 2, "scopeB": 1}
+        mean = (2 * by_source["cameraA"]["clean"] + by_source["scopeB"]["clean"]) / 3
+        assert mean == pytest.approx(report["tables"][kind]["natural"]["clean"]["psnr"])
+    assert report["tables"]["bicubic"]["natural"]["bicubic"]["psnr"] != report["tables"]["mild"]["natural"][
+        "bicubic"]["psnr"]  # another LR
+    per_source = [r for r in rows(capsys.readouterr().out) if r[1] in ("cameraA", "scopeB")]
+    assert len(per_source) == 4 and all(r[0] == "natural" for r in per_source)
 
 
 def test_ship_model_samples_at_a_new_kappa_and_the_stages_keep_the_one_they_trained_with(tmp_path, monkeypatch):

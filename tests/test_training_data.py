@@ -127,7 +127,64 @@ def test_split_holds_out_a_fraction_of_each_data_path(tmp_path):
     assert not set(files["train"]) & set(files["val"])
 
 
+def test_drawing_entries_gives_each_data_entry_the_same_share_however_many_files_it_holds(tmp_path):
+    for name, count in (("big", 12), ("small", 1)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.fromarray(pattern(64, 64, phase=i)).save(tmp_path / name / f"{i}.png")
+    args = ["--data", str(tmp_path / "big"), str(tmp_path / "small"), str(tmp_path / "small"), "--run",
+            str(tmp_path / "r"), "--val-fraction", "0"]
+    files = finetune.split_data(finetune.resolve_options(args))
+    assert files["train_entries"] == [0] * 12 + [1, 2]
+    pairs = data.load_pairs([Path(f) for f in files["train"]], crop=32, scale=4, norm="auto")
+    assert pairs[12].hr is pairs[13].hr  # a file listed twice is read once
+
+    def drawn(groups, n=3000):
+        sampler = data.CropSampler(pairs, crop=32, scale=4, micro_batch=1, degradation="bicubic", seed=0,
+                                   groups=groups)
+        rng = np.random.default_rng(1)
+        return np.mean([sampler.pick(rng) >= 12 for _ in range(n)])
+
+    assert abs(drawn(None) - 2 / 14) < 0.03  # by files: the small folder's two listings, 2 of 14 files
+    assert abs(drawn(files["train_entries"]) - 2 / 3) < 0.03  # by entries: two of three entries
+    opts = finetune.resolve_options(args + ["--draw", "entries"])
+    assert opts.draw == "entries"
+
+
+def test_split_by_sources_holds_out_whole_sources_and_by_files_keeps_the_first_release(tmp_path):
+    from training.recipes import split
+
+    for domain in split.DOMAINS:
+        for source in ("first_a", "first_b", *sorted(split.LATER_SOURCES[domain])[:3]):
+            (tmp_path / domain / source).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(pattern(32, 32, phase=i)).save(tmp_path / domain / source / f"{source}{i}.png")
+        for source in sorted(split.HELD_OUT_SOURCES[domain]):
+            (tmp_path / domain / source).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pattern(32, 32)).save(tmp_path / domain / source / "x.png")
+    by_sources, by_files = split.split(tmp_path, by="sources"), split.split(tmp_path, by="files")
+    for domain in split.DOMAINS:
+        root = tmp_path / domain
+        sides = {side: {split.source_of(p, root) for p in by_sources[domain][side]} for side in ("train", "val")}
+        assert sides["val"] == split.HELD_OUT_SOURCES[domain] and not sides["train"] & sides["val"]
+        files = {split.source_of(p, root) for side in ("train", "val") for p in by_files[domain][side]}
+        assert files == {"first_a", "first_b"} and by_files[domain]["val"]  # later sources are not in it
+        held = by_sources[domain]["val"][0]
+        assert split.placed_name(held, root, by="sources") == f"{held.parent.name}/{held.parent.name}__{held.name}"
+    assert split.source_of(tmp_path / "satellite" / "naip_nd_2009.tif", tmp_path / "satellite") == "naip_nd"
+
+
 # -- degradations --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("domain", ["natural", "microscopy", "satellite"])
+def test_mild_degradations_lose_less_than_the_heavy_ones(domain):
+    hr = torch.from_numpy(np.stack([pattern(96, 96, phase=p) for p in range(3)]).astype(np.float32) / 255)
+
+    def error(name):
+        lrs = [degradations.DEGRADATIONS[name](hr, 4, torch.Generator().manual_seed(s)) for s in range(30)]
+        return np.mean([float((lr - degradations.bicubic(hr, 4)).abs().mean()) for lr in lrs])
+
+    heavy = error(degradations.DOMAIN_DEGRADATIONS[domain])
+    assert error(f"mild-{domain}") < 0.9 * heavy
 @pytest.mark.parametrize("name", sorted(degradations.DEGRADATIONS))
 @pytest.mark.parametrize("channels", [1, 3])
 def test_degradations_are_seeded_and_shrink_by_the_scale(name, channels):

@@ -235,8 +235,11 @@ def load_pairs(paths: list[Path], *, crop: int, scale: int, norm: str, lr_root: 
     ``degradations[i]`` is path i's own degradation (None: the run's)."""
     pairs, degradations = [], degradations or [None] * len(paths)
     lr_files = {p.stem: p for p in find_images(lr_root)} if lr_root is not None else {}
+    opened: dict[Path, Source] = {}  # a file listed with several degradations is read once
     for path, degradation in zip(paths, degradations, strict=True):
-        hr = check_source(open_source(path), min_size=crop, norm=norm, role=role)
+        if path not in opened:
+            opened[path] = check_source(open_source(path), min_size=crop, norm=norm, role=role)
+        hr = opened[path]
         lr = None
         if lr_root is not None:
             lr_path = _match_lr(path, lr_files, lr_root)
@@ -280,15 +283,22 @@ def degrade(hr: torch.Tensor, *, name: str, scale: int, generator: torch.Generat
 class CropSampler(torch.utils.data.Dataset):
     """Micro-batch ``k`` of a run is a pure function of (seed, k): resuming or adding workers changes nothing.
 
-    Each item: a random image (uniform over files), plane and channel group, a crop preferring texture over
-    background, a random flip and 90-degree rotation, then LR from the degradation (or the paired LR crop).
+    Each item: a random image (uniform over files, or with ``groups``, one group id per pair, uniform over groups
+    and then over the group's files), plane and channel group, a crop preferring texture over background, a random
+    flip and 90-degree rotation, then LR from the degradation (or the paired LR crop).
     """
 
-    def __init__(self, pairs: list[Pair], *, crop: int, scale: int, micro_batch: int, degradation: str, seed: int):
+    def __init__(self, pairs: list[Pair], *, crop: int, scale: int, micro_batch: int, degradation: str, seed: int,
+                 groups: list[int] | None = None):
         for name in {degradation, *(p.degradation for p in pairs if p.degradation)}:
             check_degradation(name)
         self.pairs, self.crop, self.scale = pairs, crop, scale
         self.micro_batch, self.degradation, self.seed = micro_batch, degradation, seed
+        self.weights = None
+        if groups is not None:
+            ids, counts = np.unique(groups, return_counts=True)
+            size = dict(zip(ids.tolist(), counts.tolist()))
+            self.weights = np.array([1.0 / (len(size) * size[g]) for g in groups])
 
     def __len__(self) -> int:
         return 2**62
@@ -303,8 +313,14 @@ class CropSampler(torch.utils.data.Dataset):
             "index": int(k),
         }
 
+    def pick(self, rng: np.random.Generator) -> int:
+        """The index of the next crop's pair."""
+        if self.weights is None:
+            return int(rng.integers(len(self.pairs)))
+        return int(rng.choice(len(self.pairs), p=self.weights))
+
     def item(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        pair = self.pairs[rng.integers(len(self.pairs))]
+        pair = self.pairs[self.pick(rng)]
         plane = int(rng.integers(pair.hr.planes))
         group_index = int(rng.integers(len(pair.hr.groups)))
         hr, lq = self.crop_pair(pair, plane, group_index, rng)

@@ -143,13 +143,19 @@ KERNEL_KINDS = (("gaussian", False, 0.45), ("gaussian", True, 0.25), ("generaliz
                 ("generalized", True, 0.03), ("plateau", False, 0.12), ("plateau", True, 0.03))
 
 
-def random_kernel(gen: torch.Generator, *, sigma: tuple[float, float], sinc_p: float) -> torch.Tensor:
-    """One kernel of the Real-ESRGAN family, odd size 7-21; a sinc instead with probability ``sinc_p``."""
-    size = 2 * int(torch.randint(3, 11, (), generator=gen)) + 1
+# The ResShift authors' test-time blur: one 13-px Gaussian, isotropic 60% / anisotropic 40%.
+MILD_KERNEL_KINDS = (("gaussian", False, 0.6), ("gaussian", True, 0.4))
+
+
+def random_kernel(gen: torch.Generator, *, sigma: tuple[float, float], sinc_p: float, size: int | None = None,
+                  kinds: tuple = KERNEL_KINDS) -> torch.Tensor:
+    """One kernel of the Real-ESRGAN family, odd size 7-21 (or ``size``); a sinc instead with probability
+    ``sinc_p``."""
+    size = size or 2 * int(torch.randint(3, 11, (), generator=gen)) + 1
     if chance(gen, sinc_p):
         return sinc_kernel(size, uniform(gen, math.pi / 3 if size < 13 else math.pi / 5, math.pi))
     pick, total = float(torch.rand((), generator=gen)), 0.0
-    for kind, anisotropic, p in KERNEL_KINDS:
+    for kind, anisotropic, p in kinds:
         total += p
         if pick < total:
             break
@@ -218,26 +224,53 @@ def realesrgan(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tens
     return x.clamp(0, 1)
 
 
-def microscopy(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
+def mild_natural(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
+    """The ResShift authors' published test degradation, far milder than training's: one order of blur (13 px,
+    sigma 0.2-0.8, sinc 10%), resize, noise (Gaussian 1-15 levels or Poisson 0.05-0.3) and JPEG 70-95; then the
+    final resize, with a sinc 20% of the time."""
+    h, w = hr.shape[-2:]
+    x = blur(hr, random_kernel(gen, sigma=(0.2, 0.8), sinc_p=0.1, size=13, kinds=MILD_KERNEL_KINDS))
+    x = random_resize(x, gen, probs=(0.2, 0.7), low=0.5, high=1.5)
+    x = real_noise(x, gen, sigma=(1, 15), poisson=(0.05, 0.3)).clamp(0, 1)
+    x = jpeg(x, uniform(gen, 70, 95))
+    x = resize(x, (h // scale, w // scale), random_mode(gen))
+    if chance(gen, 0.2):
+        x = blur(x, sinc_kernel(21, uniform(gen, math.pi / 3, math.pi)))
+    return x.clamp(0, 1)
+
+
+def microscopy(hr: torch.Tensor, scale: int, gen: torch.Generator, *, psf: tuple[float, float] = (0.2, 0.7),
+               photons: tuple[float, float] = (5, 10_000), read_noise: float = 0.03) -> torch.Tensor:
     """Gaussian PSF of random width, camera binning (scale x scale pixel sums), Poisson shot noise from 5 to 10,000
     photons at the top of the range (a dim confocal to a bright widefield image) and Gaussian read noise."""
-    x = gaussian_blur(hr, uniform(gen, 0.2, 0.7) * scale)
+    x = gaussian_blur(hr, uniform(gen, *psf) * scale)
     x = F.avg_pool2d(x[None], scale)[0]
-    peak = log_uniform(gen, 5, 10_000)  # photons at the top of the normalised range, per LR pixel
+    peak = log_uniform(gen, *photons)  # photons at the top of the normalised range, per LR pixel
     x = torch.poisson(x.clamp(min=0) * peak, generator=gen) / peak
-    read = uniform(gen, 0.0, 0.03)
+    read = uniform(gen, 0.0, read_noise)
     return x + read * torch.randn(x.shape, generator=gen)
 
 
-def satellite(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
+def mild_microscopy(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
+    """The microscopy model at its mild end: a narrow PSF, binning, 300 to 10,000 photons, little read noise."""
+    return microscopy(hr, scale, gen, psf=(0.1, 0.35), photons=(300, 10_000), read_noise=0.01)
+
+
+def satellite(hr: torch.Tensor, scale: int, gen: torch.Generator, *, mtf: tuple[float, float] = (0.1, 0.4),
+              noise: tuple[float, float] = (0.001, 0.02), quality: tuple[float, float] = (75, 95)) -> torch.Tensor:
     """Optics/detector MTF as a Gaussian set by its value at the LR Nyquist frequency, pixel averaging, sensor
     noise, and mild JPEG compression half of the time (as delivered products often are)."""
-    mtf = uniform(gen, 0.1, 0.4)
+    mtf_at_nyquist = uniform(gen, *mtf)
     nyquist = 1 / (2 * scale)  # cycles per HR pixel
-    sigma = math.sqrt(-math.log(mtf) / (2 * math.pi**2 * nyquist**2))
+    sigma = math.sqrt(-math.log(mtf_at_nyquist) / (2 * math.pi**2 * nyquist**2))
     x = F.avg_pool2d(gaussian_blur(hr, sigma)[None], scale)[0]
-    x = x + uniform(gen, 0.001, 0.02) * torch.randn(x.shape, generator=gen)
-    return jpeg(x.clamp(0, 1), uniform(gen, 75, 95)) if chance(gen, 0.5) else x
+    x = x + uniform(gen, *noise) * torch.randn(x.shape, generator=gen)
+    return jpeg(x.clamp(0, 1), uniform(gen, *quality)) if chance(gen, 0.5) else x
+
+
+def mild_satellite(hr: torch.Tensor, scale: int, gen: torch.Generator) -> torch.Tensor:
+    """The satellite model at its mild end: a sharp MTF (0.3-0.6 at Nyquist), low noise, JPEG 85-95 half the time."""
+    return satellite(hr, scale, gen, mtf=(0.3, 0.6), noise=(0.0005, 0.006), quality=(85, 95))
 
 
 DEGRADATIONS: dict[str, Degradation] = {
@@ -245,6 +278,9 @@ DEGRADATIONS: dict[str, Degradation] = {
     "realesrgan": realesrgan,
     "microscopy": microscopy,
     "satellite": satellite,
+    "mild-natural": mild_natural,
+    "mild-microscopy": mild_microscopy,
+    "mild-satellite": mild_satellite,
 }
 
 # The blind real-world mixture of the default model: each domain's own degradation, or clean bicubic LR for a share

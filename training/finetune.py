@@ -44,7 +44,7 @@ DEFAULTS = {
     "stage": "denoiser", "data": None, "lr_data": None, "val_data": [], "val_fraction": 0.15, "run": None,
     "resume": None, "init": None, "arch": "small", "config": None, "mode": "latent", "autoencoder": None, "kappa": None,
     "rollout": 0.0, "loss": "mse", "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256,
-    "val_size": 256, "val_images": 8,
+    "val_size": 256, "val_images": 8, "draw": "files",
     "device": "auto", "name": None, "export_official": None, "export_bioimageio": None, "no_quantize": False,
     "commitment": 0.25,
     "tensorboard": True,
@@ -80,6 +80,10 @@ def parser() -> argparse.ArgumentParser:
                     "of each --data)")
     io.add_argument("--val-fraction", type=float, help=f"files of each --data held out (default {d['val_fraction']})")
     io.add_argument("--degradation", choices=sorted(DEGRADATIONS), help=f"HR->LR model (default {d['degradation']})")
+    io.add_argument("--draw", choices=("files", "entries"),
+                    help="how a crop's image is drawn: every training file alike, or every --data entry alike and then "
+                         "a file in it, so that a small source is not drowned by a large one; an entry listed k times "
+                         f"gets k shares (default {d['draw']})")
     io.add_argument("--norm", choices=("auto", "range", "percentile", "minmax"),
                     help="intensity normalisation, as at inference (default auto: range for 8-bit, else percentile)")
     io.add_argument("--crop", type=int, help=f"HR crop side in pixels (default {d['crop']})")
@@ -253,22 +257,20 @@ def split_data(opts: argparse.Namespace) -> dict:
     """Training and validation files, each with the degradation its --data entry names (None: the run's): each
     --data path is split on its own, so every domain is held out; a path listed twice with two degradations is
     drawn through both."""
-    train, val = [], []
+    train, val, entries = [], [], []
 
     def find(entry: str) -> list[tuple[str, str | None]]:
         degradation, path = data_entry(entry)
         return [(str(f), degradation) for f in data.find_images(path)]
 
-    for entry in opts.data:
+    for index, entry in enumerate(opts.data):
         files = find(entry)
-        if opts.val_data:
-            train += files
-        else:
-            kept, held = data.split_files(files, fraction=opts.val_fraction, seed=opts.seed)
-            train, val = train + kept, val + held
+        kept, held = (files, []) if opts.val_data else data.split_files(files, fraction=opts.val_fraction,
+                                                                          seed=opts.seed)
+        train, val, entries = train + kept, val + held, entries + [index] * len(kept)
     for entry in opts.val_data:
         val += find(entry)
-    return {"train": [f for f, _ in train], "val": [f for f, _ in val],
+    return {"train": [f for f, _ in train], "val": [f for f, _ in val], "train_entries": entries,
             "train_degradations": [d for _, d in train], "val_degradations": [d for _, d in val]}
 
 
@@ -405,7 +407,8 @@ def train(argv=None) -> Outcome:
     print(f"data: {len(train_pairs)} training and {len(val_pairs)} validation images", flush=True)
 
     sampler = data.CropSampler(train_pairs, crop=opts.crop, scale=model.scale, micro_batch=micro,
-                               degradation=opts.degradation, seed=opts.seed)
+                               degradation=opts.degradation, seed=opts.seed,
+                               groups=files["train_entries"] if opts.draw == "entries" else None)
     val_items = data.validation_items(val_pairs, size=opts.val_size, scale=model.scale, degradation=opts.degradation,
                                       seed=opts.seed, count=opts.val_images) if val_pairs else []
     stage = (AutoencoderStage(model, quantize=False if opts.no_quantize else None, commitment=opts.commitment)
