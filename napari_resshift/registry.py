@@ -90,41 +90,49 @@ class Preset:
     config: dict | None = None
     files: dict = field(default_factory=dict)
     packaged: str | None = None
+    use: str = ""  # what images it is for, in a user's words (the widget's list and card)
 
     def packaged_path(self):
         """Where the package holds this preset's model file (None for official presets, which users supply)."""
         return resources.files("napari_resshift") / "weights" / self.packaged if self.packaged else None
 
 
+NOISY, CLEAN = "for noisy or blurred images", "for clean images"
+NOISY_PHOTOS = "for noisy or blurred photos"
+
 PRESETS = {
     p.name: p
     for p in [
         Preset("default", "x4 for real images: removes noise, blur and JPEG artefacts (shipped)",
-               packaged="default.safetensors"),
-        Preset("clean", "x4 for clean, bicubic-like images (shipped)", packaged="clean.safetensors"),
+               packaged="default.safetensors", use=NOISY),
+        Preset("clean", "x4 for clean, bicubic-like images (shipped)", packaged="clean.safetensors", use=CLEAN),
         Preset(
             "v1",
             "official ResShift RealSR x4, 15 steps",
             official_config(steps=15, min_noise_level=0.04),
             {"unet": "resshift_realsrx4_s15_v1.pth", "autoencoder": "autoencoder_vq_f4.pth"},
+            use=NOISY_PHOTOS,
         ),
         Preset(
             "v2",
             "official ResShift RealSR x4, 15 steps (v2 weights)",
             official_config(steps=15, min_noise_level=0.04),
             {"unet": "resshift_realsrx4_s15_v2.pth", "autoencoder": "autoencoder_vq_f4.pth"},
+            use=NOISY_PHOTOS,
         ),
         Preset(
             "v3",
             "official ResShift RealSR x4, 4 steps (journal version)",
             official_config(steps=4, min_noise_level=0.2),
             {"unet": "resshift_realsrx4_s4_v3.pth", "autoencoder": "autoencoder_vq_f4.pth"},
+            use=NOISY_PHOTOS,
         ),
         Preset(
             "bicsr",
             "official ResShift bicubic x4, 4 steps",
             official_config(steps=4, min_noise_level=0.2),
             {"unet": "resshift_bicsrx4_s4.pth", "autoencoder": "autoencoder_vq_f4.pth"},
+            use=CLEAN,
         ),
     ]
 }

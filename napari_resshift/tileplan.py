@@ -31,11 +31,15 @@ MAX_BATCH = {"cpu": 8, "cuda": 32}
 
 def default_tile(model: ResShiftModel, card: dict) -> int:
     """Tile side in LR pixels."""
-    if model.autoencoder is not None:
-        m = model.pad_multiple
-        return -(-REFERENCE_CHOP // m) * m
-    trained = card.get("training", {}).get("crop")
-    return int(card.get("tile") or (trained // model.scale if trained else PIXEL_TILE))
+    return planned_tile(card, latent=model.autoencoder is not None, scale=model.scale, multiple=model.pad_multiple)
+
+
+def planned_tile(card: dict, *, latent: bool, scale: int, multiple: int = 1) -> int:
+    """``default_tile`` from what a card (or a preset's configuration) says, before any weights are loaded."""
+    if latent:
+        return -(-REFERENCE_CHOP // multiple) * multiple
+    trained = (card.get("training") or {}).get("crop")
+    return int(card.get("tile") or (trained // scale if trained else PIXEL_TILE))
 
 
 def halo(model: ResShiftModel) -> int:
@@ -45,9 +49,15 @@ def halo(model: ResShiftModel) -> int:
 
 def default_overlap(model: ResShiftModel, card: dict, tile: int) -> int:
     """Halo between neighbouring tiles in LR pixels."""
-    if model.autoencoder is not None and not card.get("overlap"):
+    return planned_overlap(card, tile, latent=model.autoencoder is not None, reach=halo(model))
+
+
+def planned_overlap(card: dict, tile: int, *, latent: bool, reach: int | None = None) -> int | None:
+    """``default_overlap`` from a card; None when it rests on the network's reach and that is not given."""
+    if latent and not card.get("overlap"):
         return max(MIN_OVERLAP, tile - tile * REFERENCE_STRIDE // REFERENCE_CHOP)
-    return max(MIN_OVERLAP, min(int(card.get("overlap") or halo(model)), tile // 4))
+    reach = card.get("overlap") or reach
+    return None if reach is None else max(MIN_OVERLAP, min(int(reach), tile // 4))
 
 
 def batch_for(tile: int, device: torch.device | str = "cpu") -> int:

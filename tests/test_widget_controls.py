@@ -105,7 +105,9 @@ def test_values_replace_auto(qtbot, widget):
 def test_model_card_summary_and_official_weights_pointer(widget):
     widget.model.value = "default"
     text = widget.model_info.value
-    assert text.startswith("default · ×4") and "trained on" in text and "PSNR over bicubic" in text
+    assert text.startswith("×4, for noisy or blurred images") and "dB PSNR over bicubic" in text
+    assert "ConvDenoiser" not in text and "degradation" not in text  # the jargon is behind the tooltip
+    assert "trained on" in widget.model_info.tooltip and "ConvDenoiser" in widget.model_info.tooltip
     widget.model.value = "v3"
     text = widget.model_info.value
     assert "github.com/zsyOAOA/ResShift" in text and "S-Lab License 1.0" in text and "non-commercial" in text

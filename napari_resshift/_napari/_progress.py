@@ -9,10 +9,14 @@ import warnings
 
 from magicgui.widgets import Container, Label, ProgressBar
 
+CANCELLING = "cancelling… (stops after the tile in progress)"
+
 
 def duration(seconds: float) -> str:
-    """'8 s', '2 min 05 s', '1 h 04 min'."""
-    seconds = max(0, round(seconds))
+    """'0.4 s', '8.2 s', '12 s', '2 min 05 s', '1 h 04 min': tenths where they are a fair share of the time."""
+    if seconds < 9.95:
+        return f"{max(0.0, seconds):.1f} s"
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)
@@ -42,10 +46,12 @@ class ProgressPanel(Container):
         self.visible = False
         self.started = 0.0
         self.plane: tuple[int, int] | None = None
+        self.cancelling = False
 
     def start(self, what: str) -> None:
         self.started = time.perf_counter()
         self.plane = None
+        self.cancelling = False
         self.bar.max, self.bar.value = 1, 0
         self.text.value = f"{what}: loading the model…"
         self.visible = True
@@ -60,7 +66,12 @@ class ProgressPanel(Container):
         if self.bar.max != total:
             self.bar.max = total
         self.bar.value = done
-        self.text.value = status_text(done, total, self.elapsed(), plane=self.plane)
+        if not self.cancelling:  # tiles reported before the cancel was seen must not hide it
+            self.text.value = status_text(done, total, self.elapsed(), plane=self.plane)
+
+    def cancel(self) -> None:
+        self.cancelling = True
+        self.text.value = CANCELLING
 
     def stop(self) -> None:
         self.visible = False

@@ -16,6 +16,7 @@ from napari.qt.threading import thread_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 from superqt import QCollapsible
 
@@ -30,12 +31,11 @@ log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODEL_FILE_FILTER = "Models (*.safetensors *.pth *.pt *.ckpt)"
 RUN_TEXT = {True: "Run (whole layer)", False: "Run (visible region)"}  # keyed by: does the next click do it all
+SHOWN_CHARACTERS = 36  # the model list's closed width: the shipped models' lines in full
 
 
-def model_choices() -> list[tuple[str, str]]:
-    official = [(f"official {name}: {p.description}", name) for name, p in PRESETS.items() if p.config]
-    shipped = [(f"{name}: {PRESETS[name].description.removesuffix(' (shipped)')}", name) for name in SHIPPED]
-    return [*shipped, *official, ("model file…", "file")]
+MODEL_INFO_TIP = "From the model's card: the scale, what it is for, and its quality"
+model_choices = _model_info.choices
 
 
 class ResShiftWidget(Container):
@@ -73,8 +73,8 @@ class ResShiftWidget(Container):
             tooltip="The official autoencoder_vq_f4.pth that goes with an official denoiser",
         )
         self.model.native.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.model.native.setMinimumContentsLength(24)  # long descriptions must not widen the dock over the canvas
-        self.model_info = Label(label="card", tooltip="From the model's card: scale, training data, quality")
+        self.model.native.setMinimumContentsLength(SHOWN_CHARACTERS)  # the shipped models' lines, in full
+        self.model_info = Label(label="card", tooltip=MODEL_INFO_TIP)
         self.model_info.native.setWordWrap(True)
         self.model_info.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # wraps
         auto = pick_device("auto").type
@@ -115,6 +115,7 @@ class ResShiftWidget(Container):
         self._show_model_files()
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        self._fit_model_list()
         self.layer.changed.connect(self._refresh_scope)
         self.samples.changed.connect(self._refresh_scope)
         layers = self.viewer.layers
@@ -126,9 +127,12 @@ class ResShiftWidget(Container):
         view = _view.camera(self.viewer)
         view.events.zoom.connect(self._show_run_text)
         view.events.center.connect(self._show_run_text)
+        self.viewer.canvas.events.size.connect(self._show_run_text)  # docking this widget narrows the canvas
+        self.viewer.dims.events.ndisplay.connect(self._show_run_text)
         self.reset_choices()
         self._pick_active()
         self._refresh_scope()
+        QTimer.singleShot(0, self._show_run_text)  # once the dock is laid out
 
     # layer picker ------------------------------------------------------------------------------------------
     def _image_layers(self, _widget=None):
@@ -197,15 +201,17 @@ class ResShiftWidget(Container):
         except ResShiftError:
             return True
 
-    def _show_run_text(self, *_):
-        if self.running:
-            return
+    def _show_run_text(self, *_) -> bool:
+        """Label the Run button with what a click does now; returns whether that is a preview."""
         preview = self._next_is_preview()
+        if self.running:
+            return preview
         self.run_button.text = RUN_TEXT[not preview]
         self.run_button.tooltip = (
             "Upscale only the region the canvas shows (a quick look); the next click does the whole layer"
             if preview else "Upscale the whole layer: the current plane, or the whole stack if chosen"
         )
+        return preview
 
     # model -------------------------------------------------------------------------------------------------
     def _model_choices(self, _widget=None):
@@ -218,21 +224,35 @@ class ResShiftWidget(Container):
         self.autoencoder_file.visible = choice != "file" and self.model_file.visible
         self._show_model_info()
 
+    def _fit_model_list(self):
+        """The open list as wide as its longest line, whatever the dock's width."""
+        combo = self.model.native
+        widest = max(combo.view().fontMetrics().horizontalAdvance(combo.itemText(i)) for i in range(combo.count()))
+        margins = 2 * combo.iconSize().width() + combo.view().verticalScrollBar().sizeHint().width()
+        combo.view().setMinimumWidth(widest + margins)
+
     def _show_model_info(self, *_, card: dict | None = None):
+        """The card under the model list, its details as the tooltip, and the auto values it implies."""
         choice = self.model.value
         if card is None and choice == "python":
             card = self.python_model[1]
-        self.model_info.value = _model_info.summary_for(choice, card=card, path=_chosen_path(self.model_file.value))
-        steps = ((card or {}).get("config") or {}).get("diffusion", {}).get("params", {}).get("steps")
-        self.advanced.tile.show_resolved((card or {}).get("tile"))
-        self.advanced.overlap.show_resolved((card or {}).get("overlap"))
-        self.advanced.steps.show_resolved(steps)
+        try:
+            card = card if card is not None else _model_info.card_for(choice, path=_chosen_path(self.model_file.value))
+            text, details = _model_info.describe(choice, card=card)
+        except ResShiftError as exc:
+            card, text, details = None, str(exc), ""
+        self.model_info.value = text
+        self.model_info.tooltip = details or MODEL_INFO_TIP
+        planned = _model_info.planned(choice, card)
+        for name in ("tile", "overlap", "steps"):
+            getattr(self.advanced, name).show_resolved(planned.get(name))
         self._refresh_scope()
 
     def use_model(self, model, *, card: dict | None = None, name: str = "from Python") -> None:
         """Select an in-memory ``ResShiftModel`` (for scripts and notebooks)."""
         self.python_model = (model, card or {"name": name, "scale": model.scale})
         self.model.reset_choices()
+        self._fit_model_list()
         self.model.value = "python"
         self._show_model_info()
 
@@ -285,7 +305,9 @@ class ResShiftWidget(Container):
                 layer = next((other for other in self.viewer.layers if not isinstance(other, Image)), None)
             _layers.check_layer(layer)
             box = None
-            if preview or (preview is None and self._next_is_preview()):
+            if preview is None:
+                preview = self._show_run_text()  # the label and the action from one decision
+            if preview:
                 box = _view.visible_box(self.viewer, layer)
             job = _layers.make_job(
                 layer,
@@ -320,8 +342,11 @@ class ResShiftWidget(Container):
         return worker
 
     def cancel(self, *_):
-        """Stop after the tile in progress; nothing is added."""
+        """Stop after the tile in progress; nothing is added. Says so at once: the tile may take seconds."""
         self._cancel.set()
+        self.cancel_button.enabled = False
+        self.cancel_button.text = "Cancelling…"
+        self.panel.cancel()
         if self._progress is not None:
             self._progress.set_description("ResShift: cancelling…")
 
@@ -406,6 +431,7 @@ class ResShiftWidget(Container):
         self._worker = None
         self.run_button.enabled = True
         self.cancel_button.enabled = False
+        self.cancel_button.text = "Cancel"
         self._refresh_scope()
 
 
