@@ -247,7 +247,7 @@ def export_package(model: ResShiftModel, card: dict, path, *, seed: int = TEST_S
                                                  "scope": "per image and channel"},
                                "tile": tile, "overlap": overlap, "halo": halo}},
             )
-        if path.suffix == ".zip":  # through a temporary file: a failed export leaves an older package intact
+        if path.suffix.lower() == ".zip":  # through a temporary file: a failed export leaves an older package intact
             atomic_write(path, lambda tmp: save_bioimageio_package(descr, output_path=Path(tmp)))
         else:
             save_bioimageio_package_as_folder(descr, output_path=path)

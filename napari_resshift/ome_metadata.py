@@ -10,6 +10,7 @@ from .errors import ResShiftError
 
 # the NGFF axis types by the one-letter names this project uses
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+RUN_MARKER = "resshift"  # root attribute of the pipeline's outputs: {"status": "running" | "complete", "params": {}}
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ def multiscales_of(attrs: dict) -> tuple[dict, dict] | None:
     if ms and isinstance(ms, list) and str(ms[0].get("version", "0.4")) in ("0.4", "0.3"):
         return ms[0], attrs
     return None
+
+
+def run_status(attrs: dict) -> str | None:
+    """``running`` or ``complete`` for an output of the upscaling pipeline (its marker), None for anything else."""
+    marker = attrs.get(RUN_MARKER)
+    return marker.get("status") if isinstance(marker, dict) else None
 
 
 def compose(transforms: list[dict], ndim: int) -> tuple[list[float], list[float]]:

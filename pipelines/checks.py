@@ -1,5 +1,6 @@
 """What the pipeline refuses before it writes anything: bad argument values, a scheduler address it cannot use, an
-input with missing chunks, and an existing output that is not provably its own.
+input with missing chunks, an existing output that is not provably its own or was made with other settings.
+The one place that tells the pipeline's outputs (OME-Zarr folders and TIFF files, by their marker) from anything else.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import numpy as np
 from napari_resshift.errors import ResShiftError, reported
 from napari_resshift.normalization import check_dtype
 
-from . import ome
+from . import ome, tiff_output
+from .readers import TIFFS
 
 AT_LEAST = {"tile": 1, "overlap": 0, "chunk": 1, "levels": 1, "threads": 1, "workers": 1, "torch_threads": 1}
 
@@ -34,6 +36,10 @@ def check_arguments(args) -> None:
         check_dtype(dtype)
     if args.scheduler:
         check_scheduler_address(args.scheduler)
+    output = getattr(args, "output", None)
+    if getattr(args, "format", None) is not None and output is not None and Path(output).suffix.lower() in TIFFS:
+        raise ResShiftError(f"--format {args.format} sets the OME-Zarr version, but {output} is a TIFF; drop --format "
+                            "or name the output .ome.zarr")
 
 
 def check_scheduler_address(address: str) -> None:
@@ -68,23 +74,69 @@ def check_stored_chunks(image, path, *, fill: bool) -> int:
 
 
 def check_replaceable(output: Path) -> None:
-    """``--overwrite`` replaces only a folder this pipeline wrote (its marker present), never anything else."""
-    if not output.is_dir():
-        raise ResShiftError(f"{output}: exists and is not an output of this pipeline; --overwrite only replaces "
-                            "those: remove it yourself or choose another -o")
-    if own_status(output) is None:
-        raise ResShiftError(f"{output}: not an output of this pipeline (no {ome.MARKER!r} marker); --overwrite only "
-                            "replaces those: remove it yourself or choose another -o")
+    """``--overwrite`` replaces only an output this pipeline wrote (its marker present), never anything else."""
+    check_own(output, action="overwrite")
 
 
-def own_status(output: Path) -> str | None:
-    """``running`` / ``complete`` for a folder this pipeline wrote, None for anything else."""
+def check_own(path: Path, *, action: str) -> dict:
+    """The marker of an output of ours that --overwrite or --resume (``action``) may touch; anything else refused."""
+    run = own_run(path)
+    if run is None:
+        what = "--overwrite only replaces those" if action == "overwrite" else "cannot resume it"
+        raise ResShiftError(f"{path}: {_not_ours(path)}; {what}: remove it yourself or choose another -o")
+    return run
+
+
+def own_run(path: Path) -> dict | None:
+    """The marker, ``{"status": "running" | "complete", "params": {...}}``, of an output this pipeline wrote (an
+    OME-Zarr folder, or a TIFF, which is complete once it exists); None for anything else."""
+    path = Path(path)
+    if path.is_file():
+        return tiff_output.read_marker(path) if path.suffix.lower() in TIFFS else None
+    if not path.is_dir():
+        return None
     import zarr
 
     try:
-        return ome.run_status(zarr.open_group(str(output), mode="r").attrs.asdict())
+        attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
     except Exception:  # noqa: BLE001 - whatever is there, it is not an output of ours
         return None
+    return attrs[ome.MARKER] if ome.run_status(attrs) is not None else None
+
+
+def own_status(path: Path) -> str | None:
+    """``running`` / ``complete`` for an output this pipeline wrote, None for anything else."""
+    run = own_run(path)
+    return run and run.get("status")
+
+
+def _not_ours(path: Path) -> str:
+    if path.is_dir():
+        return f"not an output of this pipeline (no {ome.MARKER!r} marker)"
+    return "exists and is not an output of this pipeline"
+
+
+# compared by --resume: a change of any of these makes other pixels
+RESUME_KEYS = ("input_shape", "axes", "rgb", "model", "scale", "steps", "seed", "tile", "overlap", "dtype", "levels",
+               "format", "noise")
+NEWER_KEYS = ("input_id",)  # compared when the output records them (older outputs do not)
+SAID = {"input_id": "input: another file, or changed since"}
+
+
+def check_resumable(output: Path, params: dict) -> tuple[str, dict]:
+    """(status, stored settings) of an output of ours that ``--resume`` may finish or call complete: the settings
+    it was made with must be the ones asked for now; anything not ours is refused."""
+    run = check_own(output, action="resume")
+    stored = run["params"]
+    keys = RESUME_KEYS + tuple(k for k in NEWER_KEYS if k in stored)
+    keys += ("torch_threads",) if params.get("torch_threads") else ()
+    changed = [SAID.get(k, k) for k in keys if stored.get(k) != params.get(k)]
+    if changed:
+        state = "was made" if run["status"] == "complete" else "was started"
+        raise ResShiftError(
+            f"{output}: {state} with other settings ({', '.join(changed)}); rerun with them or use --overwrite"
+        )
+    return run["status"], stored
 
 
 def check_writable(folder: Path) -> None:

@@ -4,10 +4,10 @@ ome-zarr-models, pyramid transforms, and the completion marker that tells a fini
 from __future__ import annotations
 
 from napari_resshift.errors import ResShiftError
-from napari_resshift.ome_metadata import multiscales_of
+from napari_resshift.ome_metadata import RUN_MARKER as MARKER
+from napari_resshift.ome_metadata import multiscales_of, run_status  # noqa: F401 - run_status: one rule, re-exported
 
 OME_ORDER = "tczyx"  # the order OME-Zarr requires: time, channel, then space
-MARKER = "resshift"  # root attribute: {"status": "running" | "complete", "params": {...}}
 # how levels 1.. are made (execute.build_pyramid), in the multiscales' own words
 DOWNSAMPLING = {"type": "local_mean", "metadata": {
     "description": "each level the 2x2 mean of the one above in y and x (integers rounded); the other axes kept",
@@ -104,6 +104,7 @@ class V05:
 
 
 FORMATS = {f.version: f for f in (V04(), V05())}
+DEFAULT_FORMAT = "0.5"
 
 
 def pick_format(version: str):
@@ -124,12 +125,6 @@ def validate(path) -> object:
     from ome_zarr_models import open_ome_zarr
 
     return open_ome_zarr(zarr.open_group(str(path), mode="r"))
-
-
-def run_status(attrs: dict) -> str | None:
-    """``running`` or ``complete`` for an output of this pipeline, None for anything else."""
-    marker = attrs.get(MARKER)
-    return marker.get("status") if isinstance(marker, dict) else None
 
 
 def mark_running(group, params: dict) -> None:

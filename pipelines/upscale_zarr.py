@@ -23,10 +23,6 @@ from napari_resshift.normalization import Normalization
 from . import batch, checks, execute, geotiff, ome, readers, tiff_output
 from .example import write_example
 
-RESUME_KEYS = ("input_shape", "axes", "rgb", "model", "scale", "seed", "tile", "overlap", "dtype", "levels", "format",
-               "noise")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="python -m pipelines.upscale_zarr",
@@ -55,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", default="auto", choices=("auto", "range", "percentile", "minmax"),
                    help="intensity normalisation: auto = full range for 8-bit, per-channel 0.01-99.99 percentiles else")
     p.add_argument("--dtype", help="output pixel type (default: the input's; values are clipped), e.g. float32")
-    p.add_argument("--format", default="0.5", choices=tuple(ome.FORMATS), help="OME-Zarr version (default 0.5)")
+    p.add_argument("--format", choices=tuple(ome.FORMATS),
+                   help=f"OME-Zarr version of an OME-Zarr output (default {ome.DEFAULT_FORMAT})")
     p.add_argument("--levels", type=int, default=3, help="pyramid levels, each 2x smaller (default 3)")
     p.add_argument("--axes", help="axis letters from 'tczyx' when the input has no metadata, e.g. zyx or yxc")
     p.add_argument("--rgb", action=argparse.BooleanOptionalAction, default=None,
@@ -85,17 +82,20 @@ def dispatch(args) -> int:
     """A folder or glob of inputs one file at a time, each resumable; a TIFF output through a staging OME-Zarr."""
     if args.example or not args.input or not batch.is_batch(args.input):
         return run_to(args, args.input, Path(args.output) if args.output else None)
+    checks.check_arguments(args)  # once for all inputs, before any is read
     sources = batch.batch_inputs(args.input)
-    folder = Path(args.output) if args.output else None
-    if folder is not None:
-        if folder.suffix:
-            raise ResShiftError(f"{folder}: with a folder or pattern of inputs, -o names the folder of the outputs")
-        folder.mkdir(parents=True, exist_ok=True)
-    for k, source in enumerate(sources, 1):
+    folder = batch.output_folder(args.output)
+    cached_upscaler(args.model, device=args.device, precision=args.precision)  # a model that cannot load fails once
+    targets = batch.unique_outputs(sources, [default_output(s) for s in sources], folder)
+    failed = []
+    for k, (source, target) in enumerate(zip(sources, targets), 1):
         if not args.quiet:
             print(f"[{k}/{len(sources)}] {source}")
-        target = default_output(source)
-        run_to(args, str(source), folder / target.name if folder else target)
+        try:
+            run_to(args, str(source), target)
+        except (ResShiftError, OSError) as exc:  # one input's problem: the others are still upscaled
+            failed.append((source, exc))
+    batch.check_failed(failed, len(sources))
     return 0
 
 
@@ -104,27 +104,29 @@ def run_to(args, source, output: Path | None) -> int:
     one = argparse.Namespace(**vars(args) | {"input": source, "output": output})
     if output is None or args.example or batch.output_kind(output) == "zarr":
         return run(one)
+    checks.check_arguments(one)
     check_output_path(Path(source), output, overwrite=args.overwrite, resume=args.resume)
+    if output.exists() and args.resume:
+        checks.check_own(output, action="resume")  # it is replaced once its intermediate is finished
     staging = batch.staging_path(output)
-    if output.exists() and args.resume and not staging.exists():
-        print(f"{output}: already complete; nothing to do")
-        return 0
+    if staging.exists() and not (args.resume or args.overwrite):
+        raise ResShiftError(f"{output}: an interrupted run left {staging.name} beside it; add --resume to finish it "
+                            "or --overwrite to start again")
+    finished = args.resume and output.exists() and not staging.exists()
     one.output = staging
-    run(one)
-    tiff_output.write_tiff(staging, output, rgb=zarr_attrs(staging)[ome.MARKER]["params"]["rgb"])
+    run(one, tiff=output)
+    if finished:
+        return 0
+    tiff_output.write_tiff(staging, output)
     shutil.rmtree(staging)  # this run's own intermediate, now in the TIFF
     if not args.quiet:
         print(f"wrote {output}")
     return 0
 
 
-def zarr_attrs(path: Path) -> dict:
-    import zarr
-
-    return zarr.open_group(str(path), mode="r").attrs.asdict()
-
-
-def run(args) -> int:
+def run(args, *, tiff: Path | None = None) -> int:
+    """One input into the OME-Zarr ``args.output``; with ``tiff``, that OME-Zarr is the intermediate of this TIFF
+    output (already finished when it exists alone under --resume: then only its settings are compared)."""
     if args.example:
         path = write_example(args.example, overwrite=args.overwrite)
         print(f"wrote {path}; now run: python -m pipelines.upscale_zarr {path}")
@@ -142,9 +144,13 @@ def run(args) -> int:
         image.axes, tuple(image.array.shape), upscaler.scale, tile, overlap, rgb=image.rgb,
         out_axes="".join(a for a in ome.OME_ORDER if a in image.axes), min_chunk=args.chunk, batch=upscaler.batch(tile),
     )
-    fmt = ome.pick_format(args.format)
+    fmt = ome.pick_format(args.format or ome.DEFAULT_FORMAT)
     params = run_params(args, image, layout, upscaler, fmt) | {"missing_chunks": missing,
                                                                 "torch_threads": args.torch_threads}
+    if tiff is not None and args.resume and tiff.exists() and not output.exists():
+        checks.check_resumable(tiff, params)
+        print(f"{tiff}: already complete with these settings; nothing to do")
+        return 0
     resuming = args.resume and output.exists()
     if resuming:
         group, stored = reopen(output, params)
@@ -155,7 +161,7 @@ def run(args) -> int:
         with reported(f"{args.input}: cannot be read", hint="; is the input complete?"):
             params["normalization"] = fit_normalization(image.array, layout, mode=args.norm).to_dict()
             report_nonfinite(image.array)
-        check_disk(output, layout, params)
+        check_disk(output, layout, params, tiff=tiff)
         # torch's thread count changes float rounding: one fixed count per task, whatever runs them, so that
         # --threads, --workers and a resume give the same bits
         params["torch_threads"] = args.torch_threads or os.cpu_count() or 1
@@ -250,6 +256,7 @@ def run_params(args, image, layout: Layout, upscaler, fmt) -> dict:
     hr_min = min(layout.height, layout.width) * s
     return {
         "input": str(Path(args.input).resolve()),
+        "input_id": readers.input_identity(image.spec),
         "input_shape": list(layout.shape),
         "axes": layout.axes,
         "rgb": layout.rgb,
@@ -279,26 +286,11 @@ def reopen(output: Path, params: dict):
     way the stored settings must be the ones asked for now."""
     import zarr
 
-    try:
-        group = zarr.open_group(str(output), mode="r+")
-        attrs = group.attrs.asdict()
-    except Exception:  # noqa: BLE001 - whatever is there, it is not a run of ours
-        raise ResShiftError(f"{output}: not an output of this pipeline; cannot resume it (use --overwrite)") from None
-    status = ome.run_status(attrs)
-    if status is None:
-        raise ResShiftError(f"{output}: not an output of this pipeline; cannot resume it (use --overwrite)")
-    stored = attrs[ome.MARKER]["params"]
-    keys = RESUME_KEYS + (("torch_threads",) if params.get("torch_threads") else ())
-    changed = [k for k in keys if stored.get(k) != params[k]]
-    if changed:
-        state = "was made" if status == "complete" else "was started"
-        raise ResShiftError(
-            f"{output}: {state} with other settings ({', '.join(changed)}); rerun with them or use --overwrite"
-        )
+    status, stored = checks.check_resumable(output, params)
     if status == "complete":
         return None, None
     (output / execute.DONE_DIR).mkdir(exist_ok=True)  # a kill right after the marker leaves no folder yet
-    return group, stored
+    return zarr.open_group(str(output), mode="r+"), stored
 
 
 def report_nonfinite(array) -> None:
@@ -320,14 +312,17 @@ def level_shapes(layout: Layout, levels: int) -> list[tuple[int, ...]]:
     return shapes
 
 
-def check_disk(output: Path, layout: Layout, params: dict) -> None:
-    """Refuse before starting when the uncompressed output cannot fit: compression only ever helps."""
+def check_disk(output: Path, layout: Layout, params: dict, *, tiff: Path | None = None) -> None:
+    """Refuse before starting when the uncompressed output cannot fit: compression only ever helps. A TIFF output
+    lies beside its intermediate OME-Zarr until it is written: both count."""
     need = sum(math.prod(s) for s in level_shapes(layout, params["levels"])) * np.dtype(params["dtype"]).itemsize
+    need *= 2 if tiff is not None else 1
     free = shutil.disk_usage(output.resolve().parent).free
     if need > free:
+        what = " (the TIFF and the OME-Zarr it is made from)" if tiff is not None else ""
         raise ResShiftError(
-            f"{output}: needs up to {need / 1e9:.1f} GB but only {free / 1e9:.1f} GB are free there; free space or "
-            "choose another disk"
+            f"{tiff or output}: needs up to {need / 1e9:.1f} GB{what} but only {free / 1e9:.1f} GB are free there; "
+            "free space or choose another disk"
         )
 
 

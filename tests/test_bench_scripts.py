@@ -108,3 +108,14 @@ def test_ship_model_samples_at_a_new_kappa_and_the_stages_keep_the_one_they_trai
     assert trained_with != 0.005 and shipped.schedule.kappa == 0.005 and "kappa 0.005" in str(shipped_card)
     assert shipped_card["training"]["stages"] == [shipped_card["training"]["stages"][0] | {"kappa": trained_with}]
     assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), model.state_dict().values()))
+
+
+def test_bench_speed_runs_each_model_at_each_precision_against_its_fp32_output(capsys):
+    import bench_speed
+
+    bench_speed.main(["--models", "clean", "--precision", "fp32", "bf16", "--size", "16", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "native bf16: " in out
+    fp32, bf16 = rows(out)
+    assert fp32[:2] == ["clean", "fp32 = fp32"] and bf16[:2] == ["clean", "bf16 = bf16"]
+    assert fp32[-2:] == ["1.00x", "-"] and 30 < float(bf16[-1]) < 100  # bf16 differs from fp32, but little

@@ -1,5 +1,5 @@
-"""Automatic precision (half precision on CUDA, and bf16 for latent models on CPUs with native bf16, only where
-measured harmless; fp32 otherwise) and one GPU per worker."""
+"""Automatic precision (half precision on CUDA, and bf16 on CPUs with native bf16, only where measured harmless;
+fp32 otherwise) and one GPU per worker."""
 import math
 
 import pytest
@@ -32,21 +32,35 @@ def test_auto_is_a_measured_choice_on_cuda(model, monkeypatch):
     assert precision.pick(model, cuda, size=16) == "bf16"
 
 
-def test_auto_on_a_cpu_is_bf16_only_for_latent_models_with_native_bf16_and_a_passing_tile(model, monkeypatch):
+def test_auto_on_a_cpu_is_bf16_with_native_bf16_and_a_passing_tile_for_every_model(model, monkeypatch):
     cpu = torch.device("cpu")
     scores = precision.half_psnr(model, cpu, size=64, precisions=("bf16",))
     expected = "bf16" if precision.native_bf16() and scores["bf16"] >= precision.MIN_PSNR_DB else "fp32"
     assert Upscaler(model, device="cpu").precision == expected
     packed = ResShiftModel(architecture("tiny", mode="packed")).eval()
     monkeypatch.setattr(precision, "half_psnr", measured(bf16=60.0))
-    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)  # forced present: measured, and taken
     assert precision.pick(model, cpu, size=16) == "bf16"
-    assert precision.pick(packed, cpu, size=16) == "fp32"  # its fused fp32 inference is near the cores' peak
-    monkeypatch.setattr(precision, "half_psnr", measured(bf16=39.9))
-    assert precision.pick(model, cpu, size=16) == "fp32"
-    monkeypatch.setattr(precision, "native_bf16", lambda: False)  # bf16 emulated: ~10x slower, never measured
+    assert precision.pick(packed, cpu, size=16) == "bf16"
+    assert Upscaler(packed, device="cpu").precision == "bf16"
+    monkeypatch.setattr(precision, "half_psnr", measured(bf16=39.9))  # the calibration tile fails: fp32
+    assert precision.pick(model, cpu, size=16) == "fp32" and precision.pick(packed, cpu, size=16) == "fp32"
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)  # forced absent: emulated, ~10x slower, unmeasured
     monkeypatch.setattr(precision, "half_psnr", None)
-    assert precision.pick(model, cpu, size=16) == "fp32"
+    assert precision.pick(model, cpu, size=16) == "fp32" and precision.pick(packed, cpu, size=16) == "fp32"
+    assert Upscaler(packed, device="cpu").precision == "fp32"
+
+
+def test_training_asks_the_same_capability_check(monkeypatch):
+    from training import trainer
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    monkeypatch.setattr(trainer, "native_bf16", precision.native_bf16)
+    assert trainer.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(trainer, "native_bf16", lambda: False)
+    assert trainer.resolve_precision("auto", cpu) == "fp32" and trainer.resolve_precision("bf16", cpu) == "bf16"
+    assert trainer.native_bf16 is not None and "cpu_has_bf16" not in vars(trainer)
 
 
 def test_the_measurement_compares_half_precision_with_fp32(model):

@@ -1,46 +1,68 @@
 """napari reader for OME-Zarr images (this project's outputs, and the OME-Zarr 0.4/0.5 images they overlay): the lazy
 pyramid with the composed scale and translation of level 0, axis units, and the omero channels' names, colours, windows.
+An unfinished output of the pipeline, or an image with a missing level, is claimed and refused with a notification.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..ome_metadata import OmeImage, parse_image
+from ..ome_metadata import OmeImage, parse_image, run_status
 
-RUN_MARKER = "resshift"  # the pipeline's root attribute; an unfinished run holds partial data
+REFUSED = [(None,)]  # napari's "read, nothing to add": no other reader then opens the partial data
 
 
 def get_reader(path):
-    """npe2 reader hook: a function for an OME-Zarr image folder, None for anything else (another reader's turn)."""
+    """npe2 reader hook: a function for an OME-Zarr image folder (or an unfinished output of the pipeline, to refuse
+    it), None for anything else (another reader's turn)."""
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
-    image = _image_at(Path(path))
-    return None if image is None else read_ome_zarr
+    return None if _inspect(Path(path)) is None else read_ome_zarr
 
 
-def _image_at(path: Path) -> OmeImage | None:
+def _inspect(path: Path) -> tuple[OmeImage | None, str] | None:
+    """(image, "") for a readable OME-Zarr image, (None, why) for one this reader refuses, None when not ours."""
     if not path.is_dir():
         return None
     import zarr
 
     try:
-        attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
-        marker = attrs.get(RUN_MARKER)
-        if isinstance(marker, dict) and marker.get("status") != "complete":
-            return None
-        return parse_image(attrs)
+        group = zarr.open_group(str(path), mode="r")
+        attrs = group.attrs.asdict()
     except Exception:  # noqa: BLE001 - whatever makes it unreadable, it is not for this reader
         return None
+    status = run_status(attrs)
+    if status is not None and status != "complete":
+        return None, (f"{path.name}: an unfinished upscaling output (the run was interrupted); finish it with "
+                      f"python -m pipelines.upscale_zarr INPUT -o {path} --resume")
+    try:
+        image = parse_image(attrs)
+    except Exception:  # noqa: BLE001 - metadata this reader does not understand: another reader's turn
+        return None
+    if image is None:
+        return None
+    for k, level in enumerate(image.levels):
+        try:
+            group[level.path].shape
+        except Exception:  # noqa: BLE001 - deleted, or not an array: the pyramid is damaged
+            return None, (f"{path.name}: level {k} of the pyramid ({level.path!r}) is missing or unreadable; the "
+                          "image is damaged: upscale it again (pipelines: --overwrite) or restore the level")
+    return image, ""
 
 
 def read_ome_zarr(path) -> list[tuple]:
-    """One image layer (or one per channel, with its omero name, colour and window), in world units."""
+    """One image layer (or one per channel, with its omero name, colour and window), in world units; a refused image
+    is one error notification and no layer."""
     import dask.array as da
 
     path = Path(path[0] if isinstance(path, (list, tuple)) else path)
-    image = _image_at(path)
+    image, refused = _inspect(path)
+    if refused:
+        from napari.utils.notifications import show_error
+
+        show_error(refused)
+        return REFUSED
     pyramid = [da.from_zarr(str(path / level.path)) for level in image.levels]
     level0 = image.levels[0]
     kept = [k for k, a in enumerate(image.axes) if a != "c"]  # napari splits channels into layers
