@@ -128,6 +128,16 @@ def test_an_rgb_zip_package_of_a_tiny_model_validates_and_reproduces(tiny_model_
     assert export.is_own_package(path)
 
 
+def test_a_zip_name_in_capitals_is_a_zip_package(tiny_model_path, tmp_path, offline, capsys):
+    """``pkg.ZIP`` is a zip file, as ``pkg.zip`` is, not a folder of that name."""
+    assert export.main([tiny_model_path, str(tmp_path / "pkg.ZIP")]) == 0
+    path = tmp_path / "pkg.ZIP"
+    assert path.is_file() and zipfile.is_zipfile(path) and export.is_own_package(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pkg.ZIP"]  # no temporary file left
+    assert export.main([tiny_model_path, str(path)]) == 2  # ours, but overwriting was not asked for
+    assert export.main([tiny_model_path, str(path), "--overwrite"]) == 0 and zipfile.is_zipfile(path)
+
+
 def tiny_run(images, run, *extra) -> list[str]:
     return ["--data", str(images), "--run", str(run), "--init", "scratch", "--arch", "tiny", "--mode", "packed",
             "--crop", "64", "--batch", "2", "--iterations", "2", "--val-fraction", "0", "--val-every", "0",

@@ -1,4 +1,5 @@
 """The napari reader (npe2): an input and its upscaled output open with world coordinates that overlay exactly."""
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -106,10 +107,50 @@ def test_channels_keep_their_names_colours_and_windows(tmp_path):
 def test_other_paths_are_left_to_other_readers(tmp_path):
     plain = tmp_path / "plain.zarr"
     zarr.open_array(str(plain), mode="w", shape=(4, 4), dtype="uint8")
-    running = tmp_path / "running.zarr"
-    ome.mark_running(zarr.open_group(str(running), mode="w"), {})
-    for path in (plain, running, tmp_path / "x.tif", tmp_path / "missing.zarr"):
+    group = tmp_path / "group.zarr"
+    zarr.open_group(str(group), mode="w").attrs["note"] = "no multiscales"
+    for path in (plain, group, tmp_path / "x.tif", tmp_path / "missing.zarr"):
         assert _reader.get_reader(str(path)) is None
+
+
+def refused_by_the_reader(path) -> str:
+    """The reader claims ``path`` (no other reader gets it), adds no layer, and says why in one error notification."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    reader = _reader.get_reader(str(path))
+    assert reader is not None, "left to another reader, which would show the partial data"
+    seen = []
+    notification_manager.notification_ready.connect(seen.append)
+    try:
+        layers = reader(str(path))
+    finally:
+        notification_manager.notification_ready.disconnect(seen.append)
+    assert layers == [(None,)]  # napari's "read, nothing to add"
+    (event,) = seen
+    assert event.severity == NotificationSeverity.ERROR and "\n" not in event.message
+    return event.message
+
+
+def test_an_unfinished_output_is_claimed_and_refused_with_what_to_do(tmp_path):
+    """A killed run's output holds a partial, black pyramid: napari must not open it as an image."""
+    running = tmp_path / "scan_x4.ome.zarr"
+    group = zarr.open_group(str(running), mode="w")
+    group.create_array("0", shape=(8, 8), dtype="uint8")
+    ome.mark_running(group, {})
+    message = refused_by_the_reader(running)
+    assert "unfinished" in message and "--resume" in message and str(running) in message
+
+
+def test_an_output_with_a_deleted_level_is_a_clear_message(tiny_model_path, tmp_path):
+    out = tmp_path / "out.ome.zarr"
+    src = tmp_path / "in.zarr"
+    zarr.open_array(str(src), mode="w", shape=(12, 12), dtype="uint16")[:] = 7
+    assert upscale_zarr.main([str(src), "-o", str(out), "--model", tiny_model_path, "--tile", "16", "--overlap", "4",
+                              "--quiet"]) == 0
+    assert _reader.get_reader(str(out)) is not None and len(_reader.read_ome_zarr(str(out))) == 1
+    shutil.rmtree(out / "1")
+    message = refused_by_the_reader(out)
+    assert "level 1" in message and "missing" in message and "ArrayNotFound" not in message
 
 
 def test_the_manifest_declares_the_reader():
