@@ -13,7 +13,7 @@ import numpy as np
 from napari_resshift.errors import ResShiftError, reported
 from napari_resshift.normalization import check_dtype
 
-from . import ome, tiff_output
+from . import ome, storage, tiff_output
 from .readers import TIFFS
 
 AT_LEAST = {"tile": 1, "overlap": 0, "chunk": 1, "levels": 1, "threads": 1, "workers": 1, "torch_threads": 1}
@@ -59,6 +59,11 @@ def check_stored_chunks(image, path, *, fill: bool) -> int:
     array = image.array
     if image.spec.kind != "zarr" or not hasattr(array, "nchunks_initialized"):
         return 0
+    if storage.unlisted(path):
+        if not fill:
+            raise ResShiftError(f"{storage.path(path)}: a web server cannot list which chunks are stored; add "
+                                "--missing-chunks fill to read any missing chunk as the fill value")
+        return 0
     with reported(f"{path}: cannot list the stored chunks"):
         missing = array.nchunks - array.nchunks_initialized
     if missing and not fill:
@@ -90,7 +95,7 @@ def check_own(path: Path, *, action: str) -> dict:
 def own_run(path: Path) -> dict | None:
     """The marker, ``{"status": "running" | "complete", "params": {...}}``, of an output this pipeline wrote (an
     OME-Zarr folder, or a TIFF, which is complete once it exists); None for anything else."""
-    path = Path(path)
+    path = storage.path(path)
     if path.is_file():
         return tiff_output.read_marker(path) if path.suffix.lower() in TIFFS else None
     if not path.is_dir():
@@ -98,7 +103,10 @@ def own_run(path: Path) -> dict | None:
     import zarr
 
     try:
-        attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+        with storage.storage_errors(path):
+            attrs = zarr.open_group(storage.zarr_store(path, read_only=True), mode="r").attrs.asdict()
+    except ResShiftError:
+        raise  # the storage refused to answer: that says nothing about whose the output is
     except Exception:  # noqa: BLE001 - whatever is there, it is not an output of ours
         return None
     return attrs[ome.MARKER] if ome.run_status(attrs) is not None else None

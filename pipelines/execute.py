@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import zarr
@@ -17,6 +16,7 @@ from napari_resshift.normalization import Normalization
 from napari_resshift.outofcore import (Block, Layout, block_keys, cached_upscaler, set_threads, upscale_block,
                                       upscale_into)
 
+from . import storage
 from .readers import InputSpec
 
 DONE_DIR = ".resshift-done"
@@ -27,7 +27,7 @@ PREFETCH = 1  # blocks read ahead and written behind: one is enough to hide the 
 @dataclass(frozen=True)
 class Job:
     input: InputSpec
-    output: str  # the output group; level 0 is its array "0"
+    output: object  # the output group (a path, or a storage.RemotePath each worker opens itself); level 0 is "0"
     layout: Layout
     norm: Normalization
     seed: int
@@ -40,7 +40,7 @@ class Job:
 
 
 def finished_keys(output) -> set[str]:
-    done = Path(output) / DONE_DIR
+    done = storage.path(output) / DONE_DIR
     return {p.name for p in done.iterdir()} if done.is_dir() else set()
 
 
@@ -49,8 +49,9 @@ def _open(job: Job, on_chunk):
     set_threads(job.threads)
     upscaler = cached_upscaler(job.model, device=worker_device(job.device), precision=job.precision,
                                steps=job.steps)
-    target = zarr.open_array(f"{job.output}/0", mode="r+")
-    done_dir = Path(job.output) / DONE_DIR
+    output = storage.path(job.output)
+    target = zarr.open_array(storage.zarr_store(output, read_only=False), path="0", mode="r+")
+    done_dir = output / DONE_DIR
 
     def record(key: str) -> None:
         (done_dir / key).touch()
@@ -150,7 +151,7 @@ def build_pyramid(output, levels: int) -> None:
     """Levels 1.. from level 0 by 2x2 means (rounded for integers), chunk-aligned so that writes never collide."""
     import dask.array as da
 
-    group = zarr.open_group(str(output), mode="r+")
+    group = zarr.open_group(storage.zarr_store(storage.path(output), read_only=False), mode="r+")
     for k in range(1, levels):
         source, target = group[str(k - 1)], group[str(k)]
         axes = source.metadata.dimension_names if source.metadata.zarr_format == 3 else None

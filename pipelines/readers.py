@@ -19,7 +19,7 @@ from napari_resshift.errors import ResShiftError, reported
 from napari_resshift.normalization import check_dtype, is_rgba
 from napari_resshift.outofcore import AXES
 
-from . import geotiff, ome
+from . import geotiff, ome, storage
 
 TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 PICTURES = (".png", ".jpg", ".jpeg")
@@ -30,12 +30,24 @@ TIFFS = (".tif", ".tiff", ".btf", ".tf8")
 class InputSpec:
     """What a worker needs to reopen the input: the path, its kind and, inside a zarr group, the array's path."""
 
-    path: str
+    path: str  # a local path or a URL (see pipelines.storage)
     kind: str  # zarr | tiff | picture
     array_path: str = ""
+    options: storage.Options = field(default_factory=storage.Options)  # --storage-options of a URL: each worker opens it itself
+
+    @classmethod
+    def of(cls, path, kind: str, array_path: str = "") -> InputSpec:
+        """The spec of a local path or a ``storage.RemotePath`` (its real URL and options, not its redacted name)."""
+        if isinstance(path, storage.RemotePath):
+            return cls(path.url, kind, array_path, path.options)
+        return cls(str(path), kind, array_path)
 
     def open_array(self):
         return _open_array(self)
+
+    def source(self):
+        """What a reader opens: the local path, or a file over range requests of a URL."""
+        return storage.open_file(storage.path(self.path, self.options)) if storage.is_url(self.path) else self.path
 
 
 @dataclass
@@ -56,17 +68,20 @@ def _open_array(spec: InputSpec):
     """Read-only, once per process: the input is never written."""
     import zarr
 
+    if spec.kind == "zarr" and storage.is_url(spec.path):
+        store = storage.zarr_store(storage.path(spec.path, spec.options), read_only=True)
+        return zarr.open_array(store, path=spec.array_path, mode="r")
     if spec.kind == "zarr":
         return zarr.open_array(spec.path + ("/" + spec.array_path if spec.array_path else ""), mode="r")
     if spec.kind == "tiff":
         import tifffile
 
-        with tifffile.TiffFile(spec.path) as tif:
+        with tifffile.TiffFile(spec.source()) as tif:  # a URL's file stays open: tifffile does not close it
             store = tif.series[0].aszarr(level=0)  # full resolution of pyramidal (e.g. cloud-optimised) files
         return zarr.open_array(store, mode="r")
     from PIL import Image
 
-    with Image.open(spec.path) as im:
+    with Image.open(spec.source()) as im:
         return np.asarray(im.convert("RGBA") if im.mode in ("P", "LA") else im)
 
 
@@ -80,7 +95,7 @@ def input_identity(spec: InputSpec) -> dict:
     (of those documents). Not its path: a copied or moved input, unchanged, still resumes."""
     import hashlib
 
-    path = Path(spec.path)
+    path = storage.path(spec.path, spec.options)
     folders = [path, path / spec.array_path] if spec.kind == "zarr" and spec.array_path else [path]
     files = [f / name for f in folders for name in ZARR_DOCUMENTS if (f / name).is_file()] if path.is_dir() else [path]
     digest, size, mtime = hashlib.sha256(), 0, 0
@@ -96,10 +111,11 @@ def input_identity(spec: InputSpec) -> dict:
 
 
 def open_input(path, *, axes: str | None = None, rgb: bool | None = None) -> InputImage:
-    """Open ``path`` lazily and check it is an image the pipeline can upscale."""
-    path = Path(path)
+    """Open ``path`` (a local path, a URL or a ``storage.RemotePath``) lazily and check it is an image the pipeline
+    can upscale."""
+    path = storage.path(path)
     if not path.exists():
-        raise ResShiftError(f"{path}: no such file or folder")
+        raise ResShiftError(storage.missing(path) if storage.is_url(path) else f"{path}: no such file or folder")
     unreadable = reported(f"{path}: cannot be read", hint="; is it a complete zarr, TIFF, PNG or JPEG?")
     with unreadable, _tifffile_log_held(path):
         if path.is_dir():
@@ -181,7 +197,7 @@ def _guess_axes(shape: tuple) -> str:
 def _open_zarr(path: Path) -> InputImage:
     import zarr
 
-    node = zarr.open(str(path), mode="r")
+    node = zarr.open(storage.zarr_store(path, read_only=True), mode="r")
     if isinstance(node, zarr.Array):
         if _in_unfinished_output(path):
             raise ResShiftError(f"{path}: an array of an unfinished upscaling output (run interrupted); finish that "
@@ -189,7 +205,7 @@ def _open_zarr(path: Path) -> InputImage:
         names = getattr(node.metadata, "dimension_names", None)
         axes = "".join(n.lower() for n in names) if names and all(n and len(n) == 1 for n in names) else ""
         axes = axes or _guess_axes(node.shape)
-        return InputImage(InputSpec(str(path), "zarr"), node, axes, axes.endswith("c") and node.shape[-1] in (3, 4))
+        return InputImage(InputSpec.of(path, "zarr"), node, axes, axes.endswith("c") and node.shape[-1] in (3, 4))
     attrs = node.attrs.asdict()
     status = ome.run_status(attrs)
     if status is not None and status != "complete":
@@ -198,9 +214,9 @@ def _open_zarr(path: Path) -> InputImage:
     if parsed is None:
         raise ResShiftError(_not_an_image(path, node, attrs))
     level0 = parsed.levels[0]
-    array = zarr.open_array(f"{path}/{level0.path}", mode="r")
+    array = zarr.open_array(storage.zarr_store(path, read_only=True), path=level0.path, mode="r")
     return InputImage(
-        InputSpec(str(path), "zarr", level0.path), array, parsed.axes, False,
+        InputSpec.of(path, "zarr", level0.path), array, parsed.axes, False,
         scale=dict(zip(parsed.axes, level0.scale)), translation=dict(zip(parsed.axes, level0.translation)),
         units=parsed.units, channels=parsed.channels,
     )
@@ -236,7 +252,8 @@ def _in_unfinished_output(path: Path) -> bool:
 def _open_tiff(path: Path) -> InputImage:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    spec = InputSpec.of(path, "tiff")
+    with tifffile.TiffFile(spec.source()) as tif:
         series = tif.series[0]
         letters = series.axes
         if tif.is_ome:
@@ -253,7 +270,6 @@ def _open_tiff(path: Path) -> InputImage:
     if geo is not None:
         scale, translation, units = geotiff.grid_scale(geo)
         channels = [{"label": name} for name in geo.get("bands", [])] or channels
-    spec = InputSpec(str(path), "tiff")
     array = spec.open_array()
     return InputImage(spec, array, axes, "S" in letters, scale=scale, translation=translation, units=units,
                       channels=channels, geo=geo)
@@ -310,7 +326,7 @@ def _imagej_calibration(tif) -> tuple[dict, dict, list]:
 
 
 def _open_picture(path: Path) -> InputImage:
-    spec = InputSpec(str(path), "picture")
+    spec = InputSpec.of(path, "picture")
     array = spec.open_array()
     axes = "yx" if array.ndim == 2 else "yxc"
     return InputImage(spec, array, axes, array.ndim == 3 and array.shape[-1] in (3, 4))
