@@ -2,8 +2,11 @@
 
 ``python benchmarks/chaos.py --trials 10`` (the default model, a 256x256 uint16 input, tile 64) prints one row per
 trial: where the kill landed (start-up, tiles, the pyramid, or a resume killed again), what the resume did, and
-whether every pyramid level and the exported training weights are bit-identical. ``--model tiny --size 48 --tile 16
---trials 1 --train-trials 1`` is a quick check (a random tiny model, well under a minute).
+whether every pyramid level and the exported training weights are bit-identical. Then a batch (a folder of three
+inputs) killed at a random moment, and a TIFF output killed while its final file is written, each resumed with
+--resume and compared with its uninterrupted run (``--batch-trials``, ``--tiff-trials``, 5 each). ``--model tiny
+--size 48 --tile 16 --trials 1 --train-trials 1 --batch-trials 1 --tiff-trials 1`` is a quick check (a random tiny
+model, about a minute).
 """
 from __future__ import annotations
 
@@ -127,10 +130,8 @@ def same_output(a: Path, b: Path) -> bool:
 def pipeline_trials(work: Path, opts, rng: random.Random) -> list[dict]:
     import zarr
 
-    model = tiny_model(work) if opts.model == "tiny" else opts.model
     src = make_input(work / "in.zarr", opts.size)
-    flags = ["--model", model, "--chunk", "1", "--quiet", "--seed", "1"]
-    flags += ["--tile", opts.tile] if opts.tile else []
+    flags = pipeline_flags(work, opts)
     reference = work / "reference.ome.zarr"
     proc, began = start("pipelines.upscale_zarr", src, "-o", reference, *flags), time.monotonic()
     while proc.poll() is None and not reference.exists():
@@ -157,6 +158,97 @@ def pipeline_trials(work: Path, opts, rng: random.Random) -> list[dict]:
         rows.append({"trial": trial + 1, "aimed at": phase, "killed at": landed, "resume": said[:40],
                      "identical": same_output(out, reference)})
         shutil.rmtree(out)
+    return rows
+
+
+def pipeline_flags(work: Path, opts) -> list:
+    model = tiny_model(work) if opts.model == "tiny" else opts.model
+    return ["--model", model, "--chunk", "1", "--quiet", "--seed", "1"] + (["--tile", opts.tile] if opts.tile else [])
+
+
+# -- a batch --------------------------------------------------------------------------------------------------------
+BATCH = ("scan0.tif", "scan1.tif", "scan2.tif")
+
+
+def batch_trials(work: Path, opts, rng: random.Random, flags: list) -> list[dict]:
+    """A folder of three inputs killed at a random moment of its batch, then ``--resume``: every output must equal
+    the uninterrupted batch's."""
+    import tifffile
+
+    folder = work / "batch-in"
+    folder.mkdir()
+    side = max(16, opts.size // 2)
+    for k, name in enumerate(BATCH):
+        yy, xx = np.mgrid[0:side, 0:side]
+        data = 20000 + 15000 * np.sin(xx / (5.0 + k)) * np.cos(yy / 4.0)
+        tifffile.imwrite(folder / name, (data + np.random.default_rng(k).normal(0, 800, data.shape)).astype(np.uint16))
+    reference = work / "batch-reference"
+    began = time.monotonic()
+    finish("pipelines.upscale_zarr", folder, "-o", reference, *flags)
+    took = time.monotonic() - began
+    outputs = [n.replace(".tif", "_x4.ome.zarr") for n in BATCH]
+    rows = []
+    for trial in range(opts.batch_trials):
+        out = work / f"batch{trial}"
+        proc = start("pipelines.upscale_zarr", folder, "-o", out, *flags)
+        time.sleep(rng.uniform(0.15, 0.95) * took)
+        kill(proc)
+        states = [state_of(out / name) for name in outputs]
+        landed = ", ".join("done" if s == "complete" else "-" if s == "no output" else f"{n} chunks"
+                           for s, n in states)
+        said = finish("pipelines.upscale_zarr", folder, "-o", out, *flags, "--resume").strip()
+        said = f"{said.count('already complete')} complete, {len(outputs) - said.count('already complete')} run"
+        same = all(same_output(out / name, reference / name) for name in outputs)
+        rows.append({"trial": trial + 1, "aimed at": "anywhere in the batch", "killed at": f"outputs: {landed}",
+                     "resume": said, "identical": same})
+        shutil.rmtree(out)
+    return rows
+
+
+# -- a TIFF output --------------------------------------------------------------------------------------------------
+def same_tiff(a: Path, b: Path) -> bool:
+    """Every level's pixels and the recorded run settings (normalisation included) equal."""
+    import tifffile
+
+    from pipelines import tiff_output
+
+    with tifffile.TiffFile(a) as ta, tifffile.TiffFile(b) as tb:
+        la, lb = ta.series[0].levels, tb.series[0].levels
+        pixels = len(la) == len(lb) and all(np.array_equal(x.asarray(), y.asarray()) for x, y in zip(la, lb))
+    return pixels and tiff_output.read_marker(a) == tiff_output.read_marker(b)
+
+
+def tiff_trials(work: Path, opts, rng: random.Random, src: Path, flags: list) -> list[dict]:
+    """A TIFF output killed while its final file is written (its ``.partial`` on disk), then ``--resume``."""
+    from pipelines import batch, tiff_output
+
+    reference = work / "reference.tif"
+    proc = start("pipelines.upscale_zarr", src, "-o", reference, *flags)
+    seen = None
+    while proc.poll() is None:
+        if seen is None and tiff_output.partial_path(reference).exists():
+            seen = time.monotonic()
+        time.sleep(0.0005)
+    if proc.wait() != 0:
+        raise SystemExit(f"the uninterrupted TIFF run failed:\n{proc.stdout.read()}")
+    writing = time.monotonic() - seen if seen else 0.0  # how long the final write lasts
+    rows = []
+    for trial in range(opts.tiff_trials):
+        out = work / f"trial{trial}.tif"
+        partial = tiff_output.partial_path(out)
+        proc = start("pipelines.upscale_zarr", src, "-o", out, *flags)
+        while proc.poll() is None and not partial.exists():
+            time.sleep(0.0002)
+        time.sleep(rng.uniform(0, 0.8) * writing)
+        kill(proc)
+        landed = ("in the final write" if partial.exists() else "after completion" if out.exists()
+                  else "before the final write")
+        said = finish("pipelines.upscale_zarr", src, "-o", out, *flags, "--resume").strip() or "wrote the TIFF"
+        left = partial.exists() or batch.staging_path(out).exists()
+        rows.append({"trial": trial + 1, "aimed at": "the TIFF's final write", "killed at": landed,
+                     "resume": said[:40] + (", left files" if left else ""),
+                     "identical": same_tiff(out, reference) and not left})
+        out.unlink()
     return rows
 
 
@@ -232,6 +324,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=10, help="pipeline kills (default 10)")
     p.add_argument("--train-trials", type=int, default=3, help="trainer kills (default 3)")
+    p.add_argument("--batch-trials", type=int, default=5, help="kills of a batch of three inputs (default 5)")
+    p.add_argument("--tiff-trials", type=int, default=5, help="kills in a TIFF output's final write (default 5)")
     p.add_argument("--model", default="default", help="a model for the pipeline, or tiny: a random tiny one")
     p.add_argument("--size", type=int, default=256, help="input side in pixels (default 256)")
     p.add_argument("--tile", type=int, default=64, help="tile side (default 64: many chunks to kill between)")
@@ -242,10 +336,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
         work = Path(tmp)
         pipe = pipeline_trials(work, opts, rng)
+        flags = pipeline_flags(work, opts)
+        several = batch_trials(work, opts, rng, flags)
+        tiff = tiff_trials(work, opts, rng, work / "in.zarr", flags)
         train = training_trials(work, opts, rng)
     table("pipeline (kill -9, then --resume)", pipe)
+    table("batch of three inputs (kill -9, then --resume)", several)
+    table("TIFF output, killed in its final write (kill -9, then --resume)", tiff)
     table("training (kill -9, then --resume)", train)
-    return 0 if all(r["identical"] for r in pipe + train) else 1
+    return 0 if all(r["identical"] for r in pipe + several + tiff + train) else 1
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ def _inspect(path: Path) -> tuple[OmeImage | None, str] | None:
         return None
     for k, level in enumerate(image.levels):
         try:
-            group[level.path].shape
-        except Exception:  # noqa: BLE001 - deleted, or not an array: the pyramid is damaged
+            array = group[level.path]
+        except Exception:  # noqa: BLE001 - deleted, or unreadable: the pyramid is damaged
+            array = None
+        if not isinstance(array, zarr.Array):
             return None, (f"{path.name}: level {k} of the pyramid ({level.path!r}) is missing or unreadable; the "
                           "image is damaged: upscale it again (pipelines: --overwrite) or restore the level")
     return image, ""
