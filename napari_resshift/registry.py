@@ -8,6 +8,7 @@ import copy
 from dataclasses import dataclass, field
 from importlib import resources
 
+OFFICIAL_SCALE = 4  # the published ResShift models' (and this package's first models') scale
 OFFICIAL_UNET = {
     "image_size": 64,
     "in_channels": 3,
@@ -50,10 +51,10 @@ OFFICIAL_AUTOENCODER = {
 }
 
 
-def diffusion_params(*, steps: int, min_noise_level: float, kappa: float = 2.0) -> dict:
-    """The official ``diffusion.params`` block for a x4 exponential schedule."""
+def diffusion_params(*, steps: int, min_noise_level: float, kappa: float = 2.0, scale: int = OFFICIAL_SCALE) -> dict:
+    """The official ``diffusion.params`` block for an exponential schedule (the official models are x4)."""
     return {
-        "sf": 4,
+        "sf": scale,
         "schedule_name": "exponential",
         "schedule_kwargs": {"power": 0.3},
         "etas_end": 0.99,
@@ -78,7 +79,27 @@ def official_config(*, steps: int, min_noise_level: float) -> dict:
 
 
 MODES = ("latent", "pixel", "packed")
-PACK = 4  # pixel block side in packed mode (the x4 scale, so the denoiser runs at the LR size)
+SCALES = (2, OFFICIAL_SCALE)  # packed models take any of these; latent ones are x4, as their VQ-f4 autoencoder
+
+
+def check_scale(scale: int, mode: str) -> None:
+    if scale not in SCALES:
+        raise KeyError(f"unknown scale {scale}; choose one of {', '.join(map(str, SCALES))}")
+    if mode != "packed" and scale != OFFICIAL_SCALE:
+        raise KeyError(f"a {mode}-mode model is x{OFFICIAL_SCALE} only; use --mode packed for x{scale}")
+
+
+def rescaled(config: dict, scale: int) -> dict:
+    """A packed model's configuration at another scale: the same network with scale x scale blocks as channels."""
+    if config["model"].get("space_to_depth") is None:
+        raise KeyError(f"only a packed-mode model changes scale; this one is x{config['diffusion']['params']['sf']}")
+    check_scale(scale, "packed")
+    config = copy.deepcopy(config)
+    net = config["model"]["params"]
+    net["in_channels"] = net["out_channels"] = 3 * scale**2
+    config["model"]["space_to_depth"] = scale
+    config["diffusion"]["params"]["sf"] = scale
+    return config
 
 
 @dataclass(frozen=True)
@@ -138,13 +159,13 @@ PRESETS = {
 }
 
 
-def architecture(name: str, *, mode: str = "latent") -> dict:
+def architecture(name: str, *, mode: str = "latent", scale: int = OFFICIAL_SCALE) -> dict:
     """Official-layout configuration of a size preset for training from scratch (``tiny`` is for tests).
 
     ``mode``: ``latent`` (a VQ-f4 autoencoder), ``pixel`` (the denoiser at the HR size) or ``packed`` (pixel-space
-    diffusion with 4 x 4 pixel blocks packed into channels, so the denoiser runs at the LR size: lossless, and as
-    cheap as latent mode without an autoencoder to run or to cap the quality; its denoiser is residual, predicting
-    x_0 as y_0 plus its output).
+    diffusion with scale x scale pixel blocks packed into channels, so the denoiser runs at the LR size: lossless,
+    and as cheap as latent mode without an autoencoder to run or to cap the quality; its denoiser is residual,
+    predicting x_0 as y_0 plus its output).
     ``small`` is CPU-sized: a continuous 16-channel latent, a 32-channel denoiser and kappa 1; ``fast`` is the
     default model's: packed, no full-resolution res blocks, kappa 0.5 for outputs close to the posterior mean.
     """
@@ -156,13 +177,14 @@ def architecture(name: str, *, mode: str = "latent") -> dict:
         "fast": (32, [1, 2, 2], [0, 1, 1], 32, 8, 32, 16, 32, [1, 1, 1], 0, False, 0.5),
     }
     if name in CONV_SIZES:
-        return conv_architecture(name, mode=mode)
+        return conv_architecture(name, mode=mode, scale=scale)
     if name not in sizes:
         raise KeyError(f"unknown architecture {name!r}; choose one of {', '.join([*sizes, *CONV_SIZES])}")
     if mode not in MODES:
         raise KeyError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    check_scale(scale, mode)
     mc, mult, nrb, ed, window, lq, latent_ch, ae_ch, ae_mult, ae_nrb, quantize, kappa = sizes[name]
-    channels = {"latent": latent_ch, "pixel": 3, "packed": 3 * PACK**2}[mode]
+    channels = {"latent": latent_ch, "pixel": 3, "packed": 3 * scale**2}[mode]
     unet = dict(OFFICIAL_UNET) | {
         "image_size": lq,
         "lq_size": lq,
@@ -176,10 +198,10 @@ def architecture(name: str, *, mode: str = "latent") -> dict:
         "num_head_channels": 32 if ed >= 64 else 16,
         "window_size": window,
     }
-    diff = diffusion_params(steps=4, min_noise_level=0.2, kappa=kappa)
+    diff = diffusion_params(steps=4, min_noise_level=0.2, kappa=kappa, scale=scale)
     config = {"model": {"params": unet}, "diffusion": {"params": diff}}
     if mode == "packed":
-        config["model"] |= {"space_to_depth": PACK, "residual": True}
+        config["model"] |= {"space_to_depth": scale, "residual": True}
     if mode == "latent":
         ae = copy.deepcopy(OFFICIAL_AUTOENCODER)
         ae["embed_dim"] = latent_ch
@@ -194,19 +216,21 @@ CONV_SIZES = {
     "conv-tiny": (16, 1, 1, 0.1),
     "conv": (64, 8, 3, 0.1),
     "conv-fast": (64, 8, 2, 0.1),  # two modulated blocks per step: 0.8x the convolutions of "conv"
+    "conv-half": (32, 8, 3, 0.1),  # a quarter of "conv"'s work per LR pixel: x2 at the x4 models' cost per output
 }
 
 
-def conv_architecture(name: str, *, mode: str = "packed") -> dict:
+def conv_architecture(name: str, *, mode: str = "packed", scale: int = OFFICIAL_SCALE) -> dict:
     """Configuration of a packed-mode ConvDenoiser model: residual, 4 steps, no autoencoder."""
     if mode != "packed":
         raise KeyError(f"architecture {name!r} runs in packed mode only; use --mode packed")
+    check_scale(scale, mode)
     channels, encoder_blocks, step_blocks, kappa = CONV_SIZES[name]
-    net = {"in_channels": 3 * PACK**2, "out_channels": 3 * PACK**2, "lq_channels": 3, "channels": channels,
+    net = {"in_channels": 3 * scale**2, "out_channels": 3 * scale**2, "lq_channels": 3, "channels": channels,
            "encoder_blocks": encoder_blocks, "step_blocks": step_blocks, "steps": 4}
     return {
-        "model": {"target": "ConvDenoiser", "params": net, "space_to_depth": PACK, "residual": True},
-        "diffusion": {"params": diffusion_params(steps=4, min_noise_level=0.2, kappa=kappa)},
+        "model": {"target": "ConvDenoiser", "params": net, "space_to_depth": scale, "residual": True},
+        "diffusion": {"params": diffusion_params(steps=4, min_noise_level=0.2, kappa=kappa, scale=scale)},
     }
 
 

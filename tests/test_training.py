@@ -17,7 +17,8 @@ from PIL import Image
 
 from napari_resshift import diffusion
 from napari_resshift.engine import Upscaler
-from napari_resshift.loading import load_model, read_state_dict
+from napari_resshift.errors import ResShiftError
+from napari_resshift.loading import load_model, make_card, read_state_dict, save_model
 from napari_resshift.model import ResShiftModel
 from napari_resshift.registry import architecture
 from training import checkpoint, data, finetune
@@ -304,6 +305,39 @@ def test_a_residual_model_from_scratch_starts_at_bicubic(tmp_path):
         out = model.super_resolve(lq, generator=torch.Generator().manual_seed(0))
     bicubic = torch.nn.functional.interpolate(lq, scale_factor=4, mode="bicubic").clamp(-1, 1)
     assert model.residual and torch.allclose(out, bicubic, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["tiny", "conv-tiny"])
+def test_an_x2_model_trains_from_scratch_and_exports_twice_the_size(images, tmp_path, arch):
+    outcome = finetune.train(["--data", str(images), "--run", str(tmp_path / "run"), "--init", "scratch",
+                              "--arch", arch, "--mode", "packed", "--scale", "2", "--crop", "64", "--batch", "2",
+                              "--iterations", "2", "--val-fraction", "0", "--val-every", "0", "--no-tensorboard"])
+    model, card = load_model(outcome.path)
+    assert model.scale == model.pack == 2 and card["config"]["diffusion"]["params"]["sf"] == 2
+    lq = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert model.super_resolve(lq, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 32, 32)
+
+
+def test_a_packed_model_made_x2_keeps_its_other_weights_and_starts_at_bicubic(tmp_path):
+    source = finetune.resolve_options(["--data", str(tmp_path), "--run", str(tmp_path / "r"), "--init", "scratch",
+                                       "--arch", "conv-tiny", "--mode", "packed", "--seed", "3"])
+    x4, _ = finetune.build_model(source)
+    path = save_model(x4, tmp_path / "x4.safetensors", make_card(x4, name="x4"))
+    opts = finetune.resolve_options(["--data", str(tmp_path), "--run", str(tmp_path / "r"), "--init", str(path),
+                                     "--scale", "2"])
+    x2, origin = finetune.build_model(opts)
+    assert x2.scale == 2 and "made x2" in origin and "unet.head" in origin and "unet.out" in origin
+    kept = {k: v for k, v in x2.state_dict().items() if not k.startswith(("unet.head.", "unet.out."))}
+    assert kept and all(torch.equal(v, x4.state_dict()[k]) for k, v in kept.items())
+    lq = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        out = x2.super_resolve(lq, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, torch.nn.functional.interpolate(lq, scale_factor=2, mode="bicubic").clamp(-1, 1),
+                          atol=1e-6)
+    opts.scale = 3
+    with pytest.raises(ResShiftError, match="unknown scale 3"):
+        finetune.build_model(opts)
 
 
 def test_rollout_builds_x_t_from_the_models_own_first_estimate(tmp_path):

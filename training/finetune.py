@@ -32,7 +32,7 @@ from napari_resshift.loading import (
 )
 from napari_resshift.model import ResShiftModel
 from napari_resshift.normalization import DEFAULT_PERCENTILES
-from napari_resshift.registry import CONV_SIZES, MODES, architecture
+from napari_resshift.registry import CONV_SIZES, MODES, OFFICIAL_SCALE, SCALES, architecture, rescaled
 
 from . import checkpoint, data
 from .degradations import DEGRADATIONS
@@ -44,7 +44,7 @@ DEFAULTS = {
     "stage": "denoiser", "data": None, "lr_data": None, "val_data": [], "val_fraction": 0.15, "run": None,
     "resume": None, "init": None, "arch": "small", "config": None, "mode": "latent", "autoencoder": None, "kappa": None,
     "rollout": 0.0, "loss": "mse", "preset": "v3", "degradation": "bicubic", "norm": "auto", "crop": 256,
-    "val_size": 256, "val_images": 8, "draw": "files",
+    "val_size": 256, "val_images": 8, "draw": "files", "scale": None,
     "device": "auto", "name": None, "export_official": None, "export_bioimageio": None, "no_quantize": False,
     "commitment": 0.25,
     "tensorboard": True,
@@ -95,7 +95,11 @@ def parser() -> argparse.ArgumentParser:
                         f"(default {d['arch']})")
     m.add_argument("--config", help="official-layout config (.yaml/.json) for --init scratch")
     m.add_argument("--mode", choices=MODES, help="for --init scratch: latent (VQ-f4 autoencoder), pixel, or packed "
-                   f"(pixel-space diffusion on 4x4 blocks, no autoencoder; the default model's) (default {d['mode']})")
+                   "(pixel-space diffusion on scale x scale blocks, no autoencoder; the shipped models') "
+                   f"(default {d['mode']})")
+    m.add_argument("--scale", type=int, choices=SCALES, help="the model's scale: for --init scratch, or to train a "
+                   "packed --init model at another scale, keeping every weight whose shape stays (default: the "
+                   f"model's own; {OFFICIAL_SCALE} from scratch)")
     m.add_argument("--autoencoder", help="autoencoder weights: a --stage autoencoder run's model.safetensors "
                                          "or an official .pth")
     m.add_argument("--preset", help="official preset for an official .pth given to --init (default v3)")
@@ -215,6 +219,33 @@ def with_autoencoder(config: dict, path: str) -> tuple[dict, dict]:
     return config, read_state_dict(path)
 
 
+def at_scale(model: ResShiftModel, card: dict, scale: int, origin: str) -> tuple[ResShiftModel, str]:
+    """A packed model's network at another scale: every tensor whose shape stays is kept (the LR encoder and the
+    step blocks), the rest (the layers that read and write the packed blocks) start anew; residual, so the new
+    model starts at x_0 = y_0 where its output layer starts at zero."""
+    try:
+        config = rescaled(card["config"], scale)
+    except KeyError as exc:
+        raise ResShiftError(f"--scale {scale}: {exc.args[0]}") from None
+    new = ResShiftModel(config)
+    old = model.state_dict()
+    state = new.state_dict()
+    kept = [k for k, v in state.items() if k in old and old[k].shape == v.shape]
+    new.load_state_dict({**state, **{k: old[k] for k in kept}})
+    restarted = sorted({k.rsplit(".", 1)[0] for k in state if k not in kept})
+    start_at_bicubic(new)
+    return new.eval(), (f"{origin} at x{model.scale}, made x{scale}: {len(kept)} of {len(state)} tensors kept, "
+                        f"new: {', '.join(restarted)}")
+
+
+def start_at_bicubic(model: ResShiftModel) -> None:
+    """A residual denoiser whose output layer is zero predicts x_0 = y_0 (bicubic)."""
+    if model.residual:
+        last = model.unet.out[-1] if isinstance(model.unet.out, torch.nn.Sequential) else model.unet.out
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.zeros_(last.bias)
+
+
 def build_model(opts: argparse.Namespace) -> tuple[ResShiftModel, str]:
     """The model to train and a description of where it came from."""
     init = opts.init or ("scratch" if opts.stage == "autoencoder" else "default")
@@ -223,8 +254,15 @@ def build_model(opts: argparse.Namespace) -> tuple[ResShiftModel, str]:
                                  preset=opts.preset)
         if opts.stage == "autoencoder" and model.autoencoder is None:
             raise ResShiftError(f"{init}: a pixel-mode model has no autoencoder to train")
-        return model, f"{init} ({card.get('name', 'model')})"
-    config = read_config(Path(opts.config)) if opts.config else architecture(opts.arch, mode=opts.mode)
+        origin = f"{init} ({card.get('name', 'model')})"
+        if opts.scale in (None, model.scale):
+            return model, origin
+        return at_scale(model, card, opts.scale, origin)
+    try:
+        config = read_config(Path(opts.config)) if opts.config else architecture(
+            opts.arch, mode=opts.mode, scale=opts.scale or OFFICIAL_SCALE)
+    except KeyError as exc:
+        raise ResShiftError(f"--scale {opts.scale}: {exc.args[0]}") from None
     ae_state = None
     if config.get("autoencoder") and opts.stage == "denoiser":
         if not opts.autoencoder:
@@ -235,10 +273,7 @@ def build_model(opts: argparse.Namespace) -> tuple[ResShiftModel, str]:
         raise ResShiftError("--stage autoencoder needs a latent-mode model; use --mode latent")
     torch.manual_seed(opts.seed)
     model = ResShiftModel(config)
-    if model.residual:  # a residual denoiser starts from x_0 = y_0 (bicubic)
-        last = model.unet.out[-1] if isinstance(model.unet.out, torch.nn.Sequential) else model.unet.out
-        torch.nn.init.zeros_(last.weight)
-        torch.nn.init.zeros_(last.bias)
+    start_at_bicubic(model)
     if ae_state is not None:
         load_weights(model.autoencoder, checkpoint.unwrap_keys(ae_state), path=opts.autoencoder, what="autoencoder")
     return model.eval(), f"scratch ({opts.config or opts.arch})"
