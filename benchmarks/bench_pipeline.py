@@ -1,5 +1,7 @@
 """Benchmark of the out-of-core pipeline: throughput against a naive per-tile loop, peak RSS by image size, tile
-invariance. ``python benchmarks/bench_pipeline.py [--model PATH]`` prints one table.
+invariance. ``python benchmarks/bench_pipeline.py [--model PATH]`` prints one table. ``--cli-size 4096 --precision
+fp32 auto`` adds whole CLI runs on a uint16 mosaic at each precision: output megapixels per second and the share of
+the wall time spent in the model (the rest: reading, normalising, noise, blending, writing, the pyramid).
 
 ``--model default`` measures the shipped model; without ``--model`` it uses a random model of
 ``architecture("small")``: speed and memory are those of that architecture, the pixel values mean nothing.
@@ -22,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from napari_resshift import diffusion, outofcore  # noqa: E402
+from napari_resshift import diffusion, outofcore, precision as precisions  # noqa: E402
 from napari_resshift.engine import Upscaler  # noqa: E402
 from napari_resshift.loading import make_card, save_model  # noqa: E402
 from napari_resshift.model import ResShiftModel  # noqa: E402
@@ -108,13 +110,49 @@ def rss_child(model: str, src: str, out: str, side: int) -> None:
     print(json.dumps({"code": code, "peak_mb": peak}))
 
 
+def cli_child(model: str, src: str, out: str, precision: str) -> None:
+    """One whole CLI run, timing the model's calls inside it (the local scheduler runs tasks in this process)."""
+    from pipelines import upscale_zarr
+
+    spent, used = [0.0], set()
+    original = Upscaler.super_resolve
+
+    def timed(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - start
+            used.add(self.precision)
+
+    Upscaler.super_resolve = timed
+    start = time.perf_counter()
+    code = upscale_zarr.main([src, "-o", out, "--model", model, "--quiet", "--precision", precision])
+    print(json.dumps({"code": code, "wall": time.perf_counter() - start, "model": spent[0], "used": sorted(used)}))
+
+
+def cli_runs(model: str, size: int, precisions: list[str], workdir: Path) -> list[dict]:
+    src = workdir / f"cli{size}.zarr"
+    write_input(src, size)
+    rows = []
+    for precision in precisions:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--cli-child", model, str(src), str(workdir / f"cli_{precision}.ome.zarr"),
+             precision], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr)
+        rows.append({"asked": precision, **json.loads(proc.stdout.strip().splitlines()[-1])})
+    return rows
+
+
 def write_input(path: Path, size: int) -> None:
     """The input written in bands, so that the parent never holds a big image either."""
     import zarr
 
-    z = zarr.open_array(str(path), mode="w", shape=(size, size), chunks=(512, 512), dtype="uint16")
-    for y in range(0, size, 512):
-        z[y:y + 512] = np.tile(test_image(512, seed=y), (1, size // 512))
+    band = min(512, size)
+    z = zarr.open_array(str(path), mode="w", shape=(size, size), chunks=(band, band), dtype="uint16")
+    for y in range(0, size, band):
+        z[y:y + band] = np.tile(test_image(band, seed=y), (1, size // band))
 
 
 def peak_rss(model: str, sizes: list[int], chunks: int, workdir: Path) -> list[tuple[int, float, float]]:
@@ -142,10 +180,17 @@ def main(argv=None) -> None:
     p.add_argument("--rss-sizes", default="1024,4096,8192", help="input sides for the peak-RSS runs")
     p.add_argument("--rss-chunks", type=int, default=2, help="side of the square of output chunks computed per RSS run")
     p.add_argument("--rss-child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--cli-size", type=int, help="also time whole CLI runs on a mosaic of this side (e.g. 4096)")
+    p.add_argument("--precision", nargs="+", default=["fp32", "auto"], help="precisions of the CLI runs")
+    p.add_argument("--cli-only", action="store_true", help="only the CLI runs")
+    p.add_argument("--cli-child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rss_child:
         model, src, out, chunks = args.rss_child
         rss_child(model, src, out, int(chunks))
+        return
+    if args.cli_child:
+        cli_child(*args.cli_child)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -157,7 +202,19 @@ def main(argv=None) -> None:
             model = str(save_model(m, tmp / "small.safetensors", make_card(m, name="small-random")))
             note = "model: random weights of architecture('small')"
         upscaler = Upscaler(model, device="cpu")
-        print(f"# bench_pipeline  cpu cores: {os.cpu_count()}  torch threads: {torch.get_num_threads()}  {note}")
+        print(f"# bench_pipeline  cpu cores: {os.cpu_count()}  torch threads: {torch.get_num_threads()}  "
+              f"native bf16: {'yes' if precisions.native_bf16() else 'no'}  {note}")
+        if args.cli_size:
+            size = args.cli_size * upscaler.scale
+            print(f"\n## whole CLI runs, {args.cli_size}x{args.cli_size} uint16 -> {size}x{size}")
+            print("| precision asked = used | wall s | out-Mpx/s | model s | model share |")
+            print("|---|---|---|---|---|")
+            for row in cli_runs(model, args.cli_size, args.precision, tmp):
+                wall, spent = row["wall"], row["model"]
+                print(f"| {row['asked']} = {'/'.join(row['used'])} | {wall:.1f} | {size * size / 1e6 / wall:.3f} | "
+                      f"{spent:.1f} | {spent / wall:.0%} |")
+        if args.cli_only:
+            return
         print(f"\n## throughput, {args.size}x{args.size} uint16 -> x{upscaler.scale} (output megapixels / s)")
         print(f"{'method':44s} {'seconds':>8s} {'out-Mpx/s':>10s} {'vs naive':>9s}")
         rows, invariance = throughput(upscaler, args.size)
