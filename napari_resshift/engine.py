@@ -225,7 +225,11 @@ class Upscaler:
         result = norm.inverse(out.numpy(), dtype, channel_axis=0)
         result = result[0] if channel_axis is None else np.moveaxis(result, 0, channel_axis)
         tile, overlap = self.tiling(tile=tile, overlap=overlap)
-        info = {
+        return Result(result, self.record(seed=seed, tile=tile, overlap=overlap) | {"normalization": norm.to_dict()})
+
+    def record(self, *, seed: int, tile: int, overlap: int) -> dict:
+        """How a result is made, as every front-end stores it (layer metadata, the output's attributes)."""
+        return {
             "model": self.card.get("name", "custom"),
             "scale": self.scale,
             "steps": self.model.schedule.steps,
@@ -235,6 +239,4 @@ class Upscaler:
             "batch": self.batch(tile),
             "device": str(self.device),
             "precision": self.precision,
-            "normalization": norm.to_dict(),
         }
-        return Result(result, info)

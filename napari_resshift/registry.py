@@ -118,6 +118,12 @@ class Preset:
         return resources.files("napari_resshift") / "weights" / self.packaged if self.packaged else None
 
 
+def official(name: str, description: str, steps: int, min_noise_level: float, unet: str, use: str) -> Preset:
+    """An official ResShift preset: its configuration, and the denoiser file its authors publish beside the VQ-f4."""
+    return Preset(name, description, official_config(steps=steps, min_noise_level=min_noise_level),
+                  {"unet": unet, "autoencoder": "autoencoder_vq_f4.pth"}, use=use)
+
+
 NOISY, CLEAN = "for noisy or blurred images", "for clean images"
 NOISY_PHOTOS = "for noisy or blurred photos"
 
@@ -127,34 +133,12 @@ PRESETS = {
         Preset("default", "x4 for real images: removes noise, blur and JPEG artefacts (shipped)",
                packaged="default.safetensors", use=NOISY),
         Preset("clean", "x4 for clean, bicubic-like images (shipped)", packaged="clean.safetensors", use=CLEAN),
-        Preset(
-            "v1",
-            "official ResShift RealSR x4, 15 steps",
-            official_config(steps=15, min_noise_level=0.04),
-            {"unet": "resshift_realsrx4_s15_v1.pth", "autoencoder": "autoencoder_vq_f4.pth"},
-            use=NOISY_PHOTOS,
-        ),
-        Preset(
-            "v2",
-            "official ResShift RealSR x4, 15 steps (v2 weights)",
-            official_config(steps=15, min_noise_level=0.04),
-            {"unet": "resshift_realsrx4_s15_v2.pth", "autoencoder": "autoencoder_vq_f4.pth"},
-            use=NOISY_PHOTOS,
-        ),
-        Preset(
-            "v3",
-            "official ResShift RealSR x4, 4 steps (journal version)",
-            official_config(steps=4, min_noise_level=0.2),
-            {"unet": "resshift_realsrx4_s4_v3.pth", "autoencoder": "autoencoder_vq_f4.pth"},
-            use=NOISY_PHOTOS,
-        ),
-        Preset(
-            "bicsr",
-            "official ResShift bicubic x4, 4 steps",
-            official_config(steps=4, min_noise_level=0.2),
-            {"unet": "resshift_bicsrx4_s4.pth", "autoencoder": "autoencoder_vq_f4.pth"},
-            use=CLEAN,
-        ),
+        official("v1", "official ResShift RealSR x4, 15 steps", 15, 0.04, "resshift_realsrx4_s15_v1.pth", NOISY_PHOTOS),
+        official("v2", "official ResShift RealSR x4, 15 steps (v2 weights)", 15, 0.04, "resshift_realsrx4_s15_v2.pth",
+                 NOISY_PHOTOS),
+        official("v3", "official ResShift RealSR x4, 4 steps (journal version)", 4, 0.2, "resshift_realsrx4_s4_v3.pth",
+                 NOISY_PHOTOS),
+        official("bicsr", "official ResShift bicubic x4, 4 steps", 4, 0.2, "resshift_bicsrx4_s4.pth", CLEAN),
     ]
 }
 

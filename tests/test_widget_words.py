@@ -151,6 +151,9 @@ def test_auto_values_before_a_run_are_those_the_run_uses(make_napari_viewer, nam
     assert adv.tile.value is None and adv.tile.number.value == up.default_tile
     assert adv.overlap.number.value == up.default_overlap(up.default_tile)
     assert adv.steps.number.value == up.model.schedule.steps
+    adv.tile.value = 32  # a tile of one's own: the overlap auto will use follows it
+    assert adv.overlap.value is None and adv.overlap.number.value == up.default_overlap(32) < up.default_overlap(
+        up.default_tile)
 
 
 def test_model_list_is_readable_in_full(make_napari_viewer):

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from .. import outofcore
-from ._layers import Job, Output
+from ._layers import Job, Output, job_record
 from ..engine import Upscaler
 from ..errors import ResShiftError
 
@@ -89,23 +88,8 @@ def run_job(upscaler: Upscaler, job: Job, *, tile: int, overlap: int, on_chunk=N
         stack = da.stack([r.astype(np.float32) for r in results])
         image, std = stack.mean(0), stack.std(0, ddof=1)
     consistency = lazy_consistency(image, data, scale=s, rgb=job.rgb) if job.consistency else None
-    info = {
-        "model": upscaler.card.get("name", "custom"),
-        "scale": s,
-        "steps": upscaler.model.schedule.steps,
-        "seed": job.seed,
-        "samples": job.samples,
-        "tile": tile,
-        "overlap": overlap,
-        "device": str(upscaler.device),
-        "precision": upscaler.precision,
-        "normalization": norm.to_dict(),
-        "input": job.name,
-        "planes": "whole stack" if job.whole_stack else f"plane {job.planes[0]}",
-        "storage": scratch.name,
-        "time_s": round(time.perf_counter() - started, 3),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    info = (upscaler.record(seed=job.seed, tile=tile, overlap=overlap) | {"normalization": norm.to_dict()}
+            | job_record(job, started) | {"storage": scratch.name})
     return Output(image, std, consistency, info)
 
 

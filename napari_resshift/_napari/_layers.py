@@ -142,6 +142,18 @@ def make_job(layer, *, current_step=None, whole_stack: bool = True, **options) -
     )
 
 
+def job_record(job: Job, started: float) -> dict:
+    """What the widget adds to the engine's record of a run: the layer, planes, samples, region, time and date."""
+    return {
+        "samples": job.samples,
+        "input": job.name,
+        "planes": "whole stack" if job.whole_stack else f"plane {job.planes[0]}",
+        **({} if job.box is None else {"preview_box_lr": list(job.box)}),
+        "time_s": round(time.perf_counter() - started, 3),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def resolve_tiling(upscaler: Upscaler, *, tile: int | None, overlap: int | None) -> tuple[int, int]:
     return upscaler.tiling(tile=tile, overlap=overlap)
 
@@ -290,16 +302,7 @@ def run_job(
         if consistency is not None:
             region = lr if job.box is None else lr[job.box[0]:job.box[2], job.box[1]:job.box[3]]
             consistency[p] = consistency_map(image[p], region, scale=s, rgb=job.rgb)
-    info = info | {
-        "normalization": norm.to_dict(),
-        "seed": job.seed,
-        "samples": job.samples,
-        "input": job.name,
-        "planes": "whole stack" if job.whole_stack else f"plane {job.planes[0]}",
-        **({} if job.box is None else {"preview_box_lr": list(job.box)}),
-        "time_s": round(time.perf_counter() - started, 3),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    info = info | {"normalization": norm.to_dict(), "seed": job.seed} | job_record(job, started)
 
     lead = job.data.shape[: job.stack_ndim] if job.whole_stack else (1,) * job.stack_ndim
 

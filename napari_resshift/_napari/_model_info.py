@@ -111,15 +111,15 @@ def describe(choice: str, *, card: dict | None) -> tuple[str, str]:
     return "the scale and card are read from the file once it is chosen (a .safetensors file carries its card)", ""
 
 
-def planned(choice: str, card: dict | None) -> dict:
-    """The tile, overlap and steps auto will use for this choice, as far as its card or preset tells before
-    loading; the values not known yet are left out."""
+def planned(choice: str, card: dict | None, *, tile: int | None = None) -> dict:
+    """The tile, overlap and steps auto will use for this choice (the overlap for ``tile`` when one is chosen), as
+    far as its card or preset tells before loading; the values not known yet are None."""
     preset = PRESETS.get(choice)
     config = (card or {}).get("config") or (preset.config if preset is not None else None)
     if not config:
         return {}
     latent = bool(config.get("autoencoder"))
     scale = int((card or {}).get("scale") or config["diffusion"]["params"]["sf"])
-    tile = tileplan.planned_tile(card or {}, latent=latent, scale=scale)
+    tile = tile or tileplan.planned_tile(card or {}, latent=latent, scale=scale)
     return {"tile": tile, "overlap": tileplan.planned_overlap(card or {}, tile, latent=latent),
             "steps": config["diffusion"]["params"].get("steps")}

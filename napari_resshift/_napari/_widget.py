@@ -110,6 +110,8 @@ class ResShiftWidget(Container):
         self.advanced_section.setToolTip("tile, overlap, seed, steps, precision, normalisation")
         self.native.layout().insertWidget(1, self.advanced_section)
 
+        self._card: dict | None = None  # the chosen model's card, once known
+        self.advanced.tile.changed.connect(self._show_planned)
         self.model.changed.connect(self._show_model_files)
         self.model_file.changed.connect(self._show_model_info)
         self._show_model_files()
@@ -243,10 +245,15 @@ class ResShiftWidget(Container):
             card, text, details = None, str(exc), ""
         self.model_info.value = text
         self.model_info.tooltip = details or MODEL_INFO_TIP
-        planned = _model_info.planned(choice, card)
+        self._card = card
+        self._show_planned()
+        self._refresh_scope()
+
+    def _show_planned(self, *_):
+        """The auto values as a run will use them: from the card, the overlap for the tile chosen."""
+        planned = _model_info.planned(self.model.value, self._card, tile=self.advanced.tile.value)
         for name in ("tile", "overlap", "steps"):
             getattr(self.advanced, name).show_resolved(planned.get(name))
-        self._refresh_scope()
 
     def use_model(self, model, *, card: dict | None = None, name: str = "from Python") -> None:
         """Select an in-memory ``ResShiftModel`` (for scripts and notebooks)."""
