@@ -162,7 +162,8 @@ def pipeline_trials(work: Path, opts, rng: random.Random) -> list[dict]:
 
 
 def pipeline_flags(work: Path, opts) -> list:
-    model = tiny_model(work) if opts.model == "tiny" else opts.model
+    made = work / "tiny.safetensors"
+    model = (str(made) if made.exists() else tiny_model(work)) if opts.model == "tiny" else opts.model
     return ["--model", model, "--chunk", "1", "--quiet", "--seed", "1"] + (["--tile", opts.tile] if opts.tile else [])
 
 
