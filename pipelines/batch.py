@@ -13,8 +13,7 @@ from napari_resshift.errors import ResShiftError, os_message
 
 from . import checks
 from .readers import PICTURES, TIFFS
-
-ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+from .readers import ZARR_DOCUMENTS as ZARR_MARKERS
 ZARR_SUFFIXES = (".zarr",)
 IMAGE_SUFFIXES = TIFFS + PICTURES
 
