@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from bench_quality import BORDER, SCALE, crops, make_lr
+from bench_quality import BORDER, crops, make_lr
 from napari_resshift import diffusion
 from napari_resshift.engine import Upscaler
 from training import metrics

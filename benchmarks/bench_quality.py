@@ -1,4 +1,4 @@
-"""x4 quality per domain: bicubic, Lanczos and a ResShift model on held-out HR images, PSNR / SSIM table.
+"""x4 (or --scale 2) quality per domain: bicubic, Lanczos and a ResShift model on held-out HR images, PSNR / SSIM table.
 
 LR = antialiased bicubic 1/4 of the HR, or (--lr) each domain's blind real-world mixture, its mild end or another
 training degradation, seeded per image; RGB is scored on Y with a 4-pixel border cropped, every other channel alone
@@ -23,30 +23,31 @@ from PIL import Image
 
 from napari_resshift.engine import Upscaler
 from napari_resshift.errors import ResShiftError
+from napari_resshift.registry import OFFICIAL_SCALE
 from training import metrics
 from training.data import check_source, find_images, open_source
 from training.degradations import DEGRADATIONS, DOMAIN_DEGRADATIONS
 
-SCALE = 4
+SCALE = OFFICIAL_SCALE  # the default; --scale 2 for x2 models
 BORDER = 4
 
 
-def lanczos(lr: torch.Tensor) -> torch.Tensor:
-    """[C, h, w] in [0, 1] -> [C, 4h, 4w], PIL's Lanczos per channel on float images."""
+def lanczos(lr: torch.Tensor, scale: int = SCALE) -> torch.Tensor:
+    """[C, h, w] in [0, 1] -> [C, scale h, scale w], PIL's Lanczos per channel on float images."""
     out = [
         np.asarray(Image.fromarray(c.numpy().astype(np.float32), mode="F").resize(
-            (c.shape[1] * SCALE, c.shape[0] * SCALE), Image.Resampling.LANCZOS))
+            (c.shape[1] * scale, c.shape[0] * scale), Image.Resampling.LANCZOS))
         for c in lr
     ]
     return torch.from_numpy(np.stack(out)).clamp(0, 1)
 
 
-def crops(path: Path, *, size: int):
+def crops(path: Path, *, size: int, scale: int = SCALE):
     """(name, HR [C, H, W] in [0, 1], rgb) for the middle plane of each channel group, centre-cropped."""
-    source = check_source(open_source(path), min_size=SCALE * 8, norm="auto")
+    source = check_source(open_source(path), min_size=scale * 8, norm="auto")
     plane = source.planes // 2
-    h = min(size, source.height) // SCALE * SCALE
-    w = min(size, source.width) // SCALE * SCALE
+    h = min(size, source.height) // scale * scale
+    w = min(size, source.width) // scale * scale
     y, x = (source.height - h) // 2, (source.width - w) // 2
     for group in source.groups:
         hr = torch.from_numpy(source.normalised(plane, group, y, x, h, w)) * 0.5 + 0.5
@@ -68,7 +69,8 @@ def source_of(path: Path, folder: Path) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else path.name.partition("__")[0] if "__" in path.name else path.stem
 
 
-def make_lr(hr: torch.Tensor, *, domain: str, lr_kind: str, generator: torch.Generator) -> torch.Tensor:
+def make_lr(hr: torch.Tensor, *, domain: str, lr_kind: str, generator: torch.Generator,
+            scale: int = SCALE) -> torch.Tensor:
     """LR of an HR crop: ``blind`` is the domain's blind mixture, ``mild`` its mild end, ``own`` the domain's
     degradation alone, any other name a training degradation (``bicubic``: clean, antialiased)."""
     name = {"blind": f"blind-{domain}", "mild": f"mild-{domain}",
@@ -76,11 +78,11 @@ def make_lr(hr: torch.Tensor, *, domain: str, lr_kind: str, generator: torch.Gen
     if name not in DEGRADATIONS:
         raise ResShiftError(f"--lr {lr_kind}: no such degradation for domain {domain!r}; name the domains "
                             f"{', '.join(DOMAIN_DEGRADATIONS)} or give a degradation ({', '.join(DEGRADATIONS)})")
-    return DEGRADATIONS[name](hr, SCALE, generator).clamp(0, 1)
+    return DEGRADATIONS[name](hr, scale, generator).clamp(0, 1)
 
 
 def evaluate(domain: str, folder: Path, upscalers: dict[str, Upscaler], *, size: int, tile: int | None = None,
-             lr_kind: str = "bicubic") -> dict:
+             lr_kind: str = "bicubic", scale: int = SCALE) -> dict:
     """Mean PSNR / SSIM of bicubic, Lanczos and every model on one domain's images, all on the same LR; and the
     mean PSNR of each per source."""
     methods = ("bicubic", "lanczos", *upscalers)
@@ -89,16 +91,16 @@ def evaluate(domain: str, folder: Path, upscalers: dict[str, Upscaler], *, size:
     sources = []
     for i, path in enumerate(find_images(folder)):
         try:
-            items = list(crops(path, size=size))
+            items = list(crops(path, size=size, scale=scale))
         except ResShiftError as exc:
             print(f"  skipped: {exc}", file=sys.stderr)
             continue
         generator = torch.Generator().manual_seed(i)  # seeded per image: the same LR for every method
         for name, hr, rgb in items:
-            lr = make_lr(hr, domain=domain, lr_kind=lr_kind, generator=generator)
+            lr = make_lr(hr, domain=domain, lr_kind=lr_kind, generator=generator, scale=scale)
             results = {
-                "bicubic": F.interpolate(lr[None], scale_factor=SCALE, mode="bicubic")[0].clamp(0, 1),
-                "lanczos": lanczos(lr),
+                "bicubic": F.interpolate(lr[None], scale_factor=scale, mode="bicubic")[0].clamp(0, 1),
+                "lanczos": lanczos(lr, scale),
             }
             for method, upscaler in upscalers.items():
                 start = time.perf_counter()
@@ -138,6 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--kappa", nargs="+", type=float, default=[], help="also score each model sampled at these noise "
                    "scales (rows NAME@kappa=K)")
     p.add_argument("--size", type=int, default=512, help="HR centre crop per image (pixels)")
+    p.add_argument("--scale", type=int, default=SCALE, help=f"the models' scale (default {SCALE})")
     p.add_argument("--tile", type=int, help="LR tile size (default: each model's)")
     p.add_argument("--json", help="also write the tables to this JSON file (scripts/ship_model.py reads it)")
     args = p.parse_args(argv)
@@ -145,18 +148,22 @@ def main(argv=None) -> int:
     for entry in args.models:  # NAME=PATH labels a model file
         name, _, spec = entry.rpartition("=")
         upscalers[name or spec] = Upscaler(spec, device="cpu")
+        if upscalers[name or spec].scale != args.scale:
+            p.error(f"{spec} is a x{upscalers[name or spec].scale} model; bench it with --scale "
+                    f"{upscalers[name or spec].scale}")
         for kappa in args.kappa:
             upscalers[f"{name or spec}@kappa={kappa:g}"] = other = Upscaler(spec, device="cpu")
             other.model.set_kappa(kappa)
-    summary = {"benchmark": f"benchmarks/bench_quality.py, x4, HR centre crops <= {args.size} px",
+    summary = {"benchmark": f"benchmarks/bench_quality.py, x{args.scale}, HR centre crops <= {args.size} px",
                "tiling": {n: "tile %d, overlap %d" % u.tiling(tile=args.tile) for n, u in upscalers.items()},
                "tables": {}}
     for lr_kind in args.lr:
         rows = []
         for item in args.folders:
             domain, _, folder = item.partition("=")
-            rows.append(evaluate(domain, Path(folder), upscalers, size=args.size, tile=args.tile, lr_kind=lr_kind))
-        print(f"\nx4, {LR_KINDS.get(lr_kind, lr_kind + '-degraded LR')}, HR centre crops <= {args.size} px, "
+            rows.append(evaluate(domain, Path(folder), upscalers, size=args.size, tile=args.tile, lr_kind=lr_kind,
+                                 scale=args.scale))
+        print(f"\nx{args.scale}, {LR_KINDS.get(lr_kind, lr_kind + '-degraded LR')}, HR centre crops <= {args.size} px, "
               f"{'; '.join(f'{n}: {t}' for n, t in summary['tiling'].items()) or 'no model'}")
         print("| domain | images | method | PSNR (dB) | SSIM | vs bicubic |")
         print("|---|---|---|---|---|---|")

@@ -119,3 +119,27 @@ def test_bench_speed_runs_each_model_at_each_precision_against_its_fp32_output(c
     fp32, bf16 = rows(out)
     assert fp32[:2] == ["clean", "fp32 = fp32"] and bf16[:2] == ["clean", "bf16 = bf16"]
     assert fp32[-2:] == ["1.00x", "-"] and 30 < float(bf16[-1]) < 100  # bf16 differs from fp32, but little
+
+
+def test_bench_quality_scores_an_x2_model_at_x2_and_refuses_it_at_x4(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    import bench_quality
+    from napari_resshift.loading import make_card, save_model
+    from napari_resshift.model import ResShiftModel
+    from napari_resshift.registry import architecture
+
+    model = ResShiftModel(architecture("conv-tiny", mode="packed", scale=2)).eval()
+    path = save_model(model, tmp_path / "x2.safetensors", make_card(model, name="x2"))
+    yy, xx = np.mgrid[:64, :64] / 64
+    (tmp_path / "natural").mkdir()
+    tifffile.imwrite(tmp_path / "natural" / "a.tif", ((np.sin(9 * xx * yy) * 0.4 + 0.5) * 255).astype(np.uint8))
+    bench_quality.main([f"natural={tmp_path / 'natural'}", "--models", f"x2={path}", "--scale", "2", "--size", "64",
+                        "--json", str(tmp_path / "q.json")])
+    report = json.loads((tmp_path / "q.json").read_text())
+    assert report["benchmark"].startswith("benchmarks/bench_quality.py, x2") and "x2" in report["tables"]["bicubic"][
+        "natural"]
+    with pytest.raises(SystemExit):
+        bench_quality.main([f"natural={tmp_path / 'natural'}", "--models", str(path), "--size", "64"])
+    assert "a x2 model; bench it with --scale 2" in capsys.readouterr().err
