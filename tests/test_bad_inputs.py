@@ -805,6 +805,34 @@ def test_a_batch_upscales_the_good_files_and_names_every_bad_one(bad, model_path
     assert snapshot(folder) == before
 
 
+def test_a_disk_full_while_the_tiff_is_written_names_it_and_leaves_no_partial(model_path, tmp_path, capsys,
+                                                                               monkeypatch):
+    """The disk fills up during the TIFF's final write: one line naming the TIFF, no ``.partial``, the finished
+    OME-Zarr kept, and --resume then writes the TIFF."""
+    import errno
+
+    env = Env(tmp_path, model_path)
+    src, out = env.zarr_input(), tmp_path / "o.tif"
+    written = tifffile.TiffWriter.write
+
+    def fills_up(self, *args, **kwargs):
+        written(self, *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tifffile.TiffWriter, "write", fills_up)
+    capsys.readouterr()
+    assert upscale_zarr.main(env.pipe(src, "-o", out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: No space left on device") and err.count("\n") == 1, err
+    assert "--resume" in err and not out.exists() and not tiff_output.partial_path(out).exists()
+    assert checks.own_status(tmp_path / "o.tif.partial.ome.zarr") == "complete"
+    monkeypatch.undo()
+    expected = level0(tmp_path / "o.tif.partial.ome.zarr")
+    assert upscale_zarr.main(env.pipe(src, "-o", out, "--resume")) == 0
+    np.testing.assert_array_equal(level0(out), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "o.tif"]
+
+
 def test_an_unreachable_scheduler_fails_fast_in_one_line_as_a_process(model_path, tmp_path):
     """As a user sees it: the real stderr (dask's own logging included), a short connect timeout, no output."""
     import time
