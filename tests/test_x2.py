@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from conftest import check_ome_zarr
 
 from napari_resshift.engine import Upscaler
 from napari_resshift.loading import make_card, save_model
@@ -13,8 +14,6 @@ from napari_resshift.model import ResShiftModel
 from napari_resshift.registry import architecture
 from pipelines import ome, upscale_zarr
 from pipelines.example import write_example
-
-from conftest import check_ome_zarr
 
 FLAGS = ["--tile", "16", "--overlap", "4", "--quiet", "--seed", "1"]
 
