@@ -16,7 +16,10 @@
 # them at 0.4x, 0.5x and 0.7x too and stops at 10,000 of its 20,000 iterations; stage 15 trains the whole 4-step
 # chain at kappa 0.002 on the L1 of its sampled result (--loss chain), on stage 14's mixture, stopped at 3,500 of 4,000;
 # stage 16 goes on with the chain at a higher learning rate (5e-5 against 3e-5), 3,600 iterations; stage 17 trains
-# the chain on 256-px crops (wider than its receptive field) of the files of at least 256 px, stopped at 2,000 of 2,400.
+# the chain on 256-px crops (wider than its receptive field) of the files of at least 256 px, stopped at 2,000 of 2,400;
+# stage 18 moves to the split by sources (training/recipes/split.py --by sources) and its new sources, each source
+# its own --data entries drawn alike (--draw entries): 6 per natural source, 3 per microscopy source and 1 per
+# satellite source (43% / 27% / 30% of the crops), the chain loss at kappa 0.002 on 192-px crops.
 # Stages 1-14 train at kappa 0.02 and sample better at 0.002 (the sampler's noise costs PSNR), where 15-17 train.
 # Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule (--stop-at), where
 # the shipped chain stopped it. Stage 7 ends at 7,500 of its 40,000 iterations; an annealed stage 8 of 22,000 more
@@ -30,10 +33,12 @@ stage() {  # NAME INIT LR ITERATIONS SEED DATA...
   local name=$1 init=$2 lr=$3 its=$4 seed=$5 warmup=100; shift 5
   [ "$init" = scratch ] && warmup=200
   python -m training.finetune --init "$init" --arch conv --mode packed --kappa "${KAPPA:-0.02}" --degradation bicubic \
-    --data "$@" --val-data "$V/natural" "$V/microscopy" "$V/satellite" --val-fraction 0 --val-images 12 \
+    --data "$@" --val-data "${VAL:-$V}/natural" "${VAL:-$V}/microscopy" "${VAL:-$V}/satellite" --val-fraction 0 \
+    --val-images 12 \
     --val-size 192 --crop "${CROP:-192}" --batch 8 --lr "$lr" --min-lr 1e-6 --warmup "$warmup" --ema 0.999 --clip 1.0 \
     --rollout 0.75 --iterations "$its" --seed "$seed" --checkpoint-every 250 --val-every 2000 --workers 0 \
-    --no-tensorboard --device "$DEV" --name clean --run "$R/$name" ${STOP:+--stop-at "$STOP"} ${LOSS:+--loss "$LOSS"}
+    --no-tensorboard --device "$DEV" --name clean --run "$R/$name" ${STOP:+--stop-at "$STOP"} ${LOSS:+--loss "$LOSS"} \
+    ${DRAW:+--draw "$DRAW"}
 }
 stage stage1 scratch 4e-4 8412 0 "$T/natural" $(times 3 "$T/microscopy") $(times 8 "$T/satellite")
 stage stage2 "$R/stage1/model.safetensors" 2e-4 4000 0 "$T/natural" $(times 6 "$T/microscopy") $(times 4 "$T/satellite")
@@ -70,3 +75,7 @@ T256="$R/split256/train"
 python -m training.recipes.scaled_copies "$T256/natural" "$T256/natural_scaled" --scales 0.6 0.8 --min-side 256
 python -m training.recipes.scaled_copies "$T256/natural" "$T256/natural_scaled2" --scales 0.4 0.5 0.7 --min-side 256
 LOSS=chain KAPPA=0.002 CROP=256 STOP=2000 stage stage17 "$R/stage16/model.safetensors" 5e-5 2400 22 $(mix14 "$T256")
+python -m training.recipes.split "$DATA" "$R/sources192" --by sources --min-side 192 > /dev/null
+S="$R/sources192/train"
+LOSS=chain KAPPA=0.002 DRAW=entries VAL="$R/sources192/val" stage stage18 "$R/stage17/model.safetensors" 5e-5 4000 23 \
+  $(for f in "$S"/natural/*; do times 6 "$f"; done) $(for f in "$S"/microscopy/*; do times 3 "$f"; done) "$S"/satellite/*
