@@ -25,6 +25,20 @@ LICENCE_NOTE = (
 )
 
 
+SPLITS = {
+    "files": "training/recipes/split.py --by files: ~15% of the files of each domain of the first data release held "
+             "out by hashed file group (channels of one field of view together), never trained on",
+    "sources": "training/recipes/split.py --by sources: whole sources held out (photo collections, microscopes and "
+               "labs, sensors and scene families; HELD_OUT_SOURCES), never trained on",
+}
+
+
+def domain_of(path: str) -> str:
+    """The domain of a --data folder: the folder below ``train``, or the last one (``.../train/natural/BSD200``)."""
+    parts = Path(path).parts
+    return parts[parts.index("train") + 1] if "train" in parts[:-1] else Path(path).name
+
+
 def licences(manifest: Path, used: set[str]) -> dict[str, str]:
     """'domain/collection' -> the licences MANIFEST.tsv states for its files (satellite files are one collection)."""
     found = defaultdict(set)
@@ -71,7 +85,10 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name", choices=("default", "clean"))
     p.add_argument("model", type=Path)
-    p.add_argument("--quality", type=Path, required=True, help="bench_quality.py --json output (validation split)")
+    p.add_argument("--quality", type=Path, required=True, help="bench_quality.py --json output on the held-out "
+                   "split the model was chosen on")
+    p.add_argument("--split", choices=tuple(SPLITS), default="files", help="which split that is (default files)")
+    p.add_argument("--quality-other", type=Path, help="bench_quality.py --json output on the other split, to compare")
     p.add_argument("--speed", type=Path, required=True, help="bench_speed.py's table, as printed")
     p.add_argument("--tile", type=int, required=True)
     p.add_argument("--overlap", type=int, required=True)
@@ -97,24 +114,28 @@ def main(argv=None) -> None:
         "overlap": args.overlap,
         "architecture": {
             "denoiser": denoiser_summary(model),
-            "packing": "space-to-depth: each 4x4 HR block is 48 channels at the LR size; lossless, no autoencoder",
+            "packing": f"space-to-depth: each {model.scale}x{model.scale} HR block is {3 * model.scale**2} channels "
+                       "at the LR size; lossless, no autoencoder",
             "diffusion": f"{diffusion['steps']} steps, kappa {diffusion['kappa']}, p "
                          f"{diffusion['schedule_kwargs']['power']}, min_noise_level {diffusion['min_noise_level']}, "
                          "x_0 prediction",
         },
         "speed": {"benchmarks/bench_speed.py": args.speed.read_text().strip().splitlines(),
                   "hardware": training.get("hardware")},
-        "metrics": json.loads(args.quality.read_text()),
+        "metrics": json.loads(args.quality.read_text()) | {"split": SPLITS[args.split]},
         "notes": args.notes,
     }
-    domains = sorted({Path(d.partition("=")[2] or d).name for d in training["data"]})
+    domains = sorted({domain_of(d.partition("=")[2] or d) for d in training["data"]})
     training |= {"stages": history, "total_iterations": sum(h["iterations"] for h in history),
                  "total_wall_time_s": round(sum(h["wall_time_s"] for h in history), 1),
                  "data_licences": licences(args.data / "MANIFEST.tsv", set(domains)), "licence_note": LICENCE_NOTE,
-                 "split": "training/recipes/split.py: ~15% of the files of each domain held out by hashed file group "
-                          "(channels of one field of view together), never trained on",
+                 "split": SPLITS[args.split],
                  "recipe": args.recipe}
     card.pop("status", None)
+    card.pop("metrics_other_split", None)
+    if args.quality_other:
+        other = "sources" if args.split == "files" else "files"
+        card["metrics_other_split"] = json.loads(args.quality_other.read_text()) | {"split": SPLITS[other]}
     if args.status:
         card["status"] = args.status
     out = WEIGHTS / f"{args.name}.safetensors"

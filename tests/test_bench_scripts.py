@@ -110,6 +110,38 @@ def test_ship_model_samples_at_a_new_kappa_and_the_stages_keep_the_one_they_trai
     assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), model.state_dict().values()))
 
 
+def test_ship_model_records_the_split_by_sources_and_the_other_splits_numbers(tmp_path, monkeypatch):
+    from napari_resshift.loading import load_model, load_project_model, save_model
+
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    import ship_model
+
+    model, card = load_model("clean")
+    sources = "runs/clean/sources192/train"
+    run = {k: card["training"][k] for k in ("degradation", "iterations", "wall_time_s", "lr", "ema", "batch", "crop",
+                                            "rollout", "precision", "hardware")}
+    run["data"] = [f"{sources}/natural/cq100", f"{sources}/satellite/titiler"]
+    source = save_model(model, tmp_path / "run.safetensors", card | {"training": run | {"init": "run0 (clean)"}})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "MANIFEST.tsv").write_text(
+        "relative_path\tlicense\nnatural/cq100/a.png\tCC0\nsatellite/titiler/TCI.tif\tMIT\nmicroscopy/x/y.tif\tBSD\n")
+    (tmp_path / "q.json").write_text('{"tables": {"bicubic": {}}}')
+    (tmp_path / "f.json").write_text('{"tables": {"blind": {}}}')
+    (tmp_path / "speed.txt").write_text("| model | s |\n")
+    monkeypatch.setattr(ship_model, "WEIGHTS", tmp_path)
+    ship_model.main(["clean", str(source), "--quality", str(tmp_path / "q.json"), "--split", "sources",
+                     "--quality-other", str(tmp_path / "f.json"), "--speed", str(tmp_path / "speed.txt"), "--tile",
+                     "256", "--overlap", "16", "--recipe", "r.sh", "--description", "d", "--data",
+                     str(tmp_path / "data")])
+    _, shipped = load_project_model(tmp_path / "clean.safetensors")
+    assert "--by sources" in shipped["metrics"]["split"] and "bicubic" in shipped["metrics"]["tables"]
+    assert "--by files" in shipped["metrics_other_split"]["split"] and "blind" in shipped["metrics_other_split"][
+        "tables"]
+    assert shipped["training"]["split"] == shipped["metrics"]["split"]
+    assert set(shipped["training"]["data_licences"]) == {"natural/cq100", "satellite"}  # its domains, no others
+    assert "4x4 HR block is 48 channels" in shipped["architecture"]["packing"]
+
+
 def test_bench_speed_runs_each_model_at_each_precision_against_its_fp32_output(capsys):
     import bench_speed
 
