@@ -61,6 +61,7 @@ class InputImage:
     units: dict = field(default_factory=dict)
     channels: list = field(default_factory=list)  # omero-like: label, color, window (only what the input says)
     geo: dict | None = None  # georeferencing of a GeoTIFF, see pipelines.geotiff
+    name: str = ""  # the image's own name where its metadata gives one (OME-Zarr multiscales)
 
 
 @functools.lru_cache(maxsize=4)
@@ -218,7 +219,7 @@ def _open_zarr(path: Path) -> InputImage:
     return InputImage(
         InputSpec.of(path, "zarr", level0.path), array, parsed.axes, False,
         scale=dict(zip(parsed.axes, level0.scale)), translation=dict(zip(parsed.axes, level0.translation)),
-        units=parsed.units, channels=parsed.channels,
+        units=parsed.units, channels=parsed.channels, name=parsed.name or "",
     )
 
 

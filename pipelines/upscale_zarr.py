@@ -17,11 +17,14 @@ import numpy as np
 from napari_resshift import noise
 from napari_resshift.engine import PRECISIONS
 from napari_resshift.errors import ArgumentParser, ResShiftError, reported, run_cli
+from napari_resshift.loading import check_spec, model_names
 from napari_resshift.outofcore import MIN_CHUNK, Layout, cached_upscaler, fit_normalization
-from napari_resshift.normalization import Normalization
+from napari_resshift.normalization import NORM_MODES, Normalization
 
 from . import batch, checks, execute, geotiff, ome, readers, tiff_output
 from .example import write_example
+
+IMAGE_SUFFIXES = (".zarr", ".ome", ".tiff", ".tif", ".btf", ".png", ".jpeg", ".jpg")  # stripped from output names
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
@@ -36,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output: an OME-Zarr (.ome.zarr), or a tiled BigTIFF (.tif), georeferenced "
                    "like a GeoTIFF input; a folder for a folder or glob of inputs (default: INPUT_x4.ome.zarr next "
                    "to each input)")
-    p.add_argument("--model", default="default", help="a shipped model (default: real images with noise, blur or "
-                   "JPEG; clean: clean, bicubic-like images) or a model file/folder (default: default)")
+    p.add_argument("--model", default="default", help=f"a model name, {model_names()}; or a model file or folder: "
+                   "a .safetensors of training.finetune, or a folder holding an official model's published .pth "
+                   "files (default: default, for real images with noise, blur or JPEG; clean: for clean images)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: fp32, or bf16/fp16 autocast on a CUDA GPU (bf16 for a latent model on a CPU with "
@@ -47,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=MIN_CHUNK,
                    help=f"output chunk side in output pixels, rounded up to whole tile steps (default {MIN_CHUNK})")
     p.add_argument("--overlap", type=int, help="halo between tiles in input pixels (default: from the model)")
+    p.add_argument("--steps", type=int, help="diffusion sampling steps (default: the model's own; the shipped models "
+                   "take only their 4, official models 2 or more)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--norm", default="auto", choices=("auto", "range", "percentile", "minmax"),
+    p.add_argument("--norm", default="auto", choices=NORM_MODES,
                    help="intensity normalisation: auto = full range for 8-bit, per-channel 0.01-99.99 percentiles else")
     p.add_argument("--dtype", help="output pixel type (default: the input's; values are clipped), e.g. float32")
     p.add_argument("--format", choices=tuple(ome.FORMATS),
@@ -85,8 +91,9 @@ def dispatch(args) -> int:
     checks.check_arguments(args)  # once for all inputs, before any is read
     sources = batch.batch_inputs(args.input)
     folder = batch.output_folder(args.output)
-    cached_upscaler(args.model, device=args.device, precision=args.precision)  # a model that cannot load fails once
-    targets = batch.unique_outputs(sources, [default_output(s) for s in sources], folder)
+    check_spec(args.model)
+    scale = load(args).scale  # a model that cannot load fails once, before any input
+    targets = batch.unique_outputs(sources, [default_output(s, scale=scale) for s in sources], folder)
     failed = []
     for k, (source, target) in enumerate(zip(sources, targets), 1):
         if not args.quiet:
@@ -134,10 +141,11 @@ def run(args, *, tiff: Path | None = None) -> int:
     if not args.input:
         raise ResShiftError("no input given; pass a zarr, TIFF or PNG path (or --example PATH to make one)")
     checks.check_arguments(args)
+    check_spec(args.model)
     image = readers.open_input(args.input, axes=args.axes, rgb=args.rgb)
-    output = Path(args.output) if args.output else default_output(Path(args.input))
+    upscaler = load(args)
+    output = Path(args.output) if args.output else default_output(Path(args.input), scale=upscaler.scale)
     check_output_path(Path(args.input), output, overwrite=args.overwrite, resume=args.resume)
-    upscaler = cached_upscaler(args.model, device=args.device, precision=args.precision)
     missing = checks.check_stored_chunks(image, args.input, fill=args.missing_chunks == "fill")
     tile, overlap = upscaler.tiling(tile=args.tile, overlap=args.overlap)
     layout = Layout(
@@ -183,7 +191,7 @@ def finish(args, image, output: Path, group, layout: Layout, params: dict, fmt, 
     norm = Normalization.from_dict(params["normalization"])
     job = execute.Job(
         image.spec, str(output), layout, norm, args.seed, params["dtype"], args.model, args.device, params["precision"],
-        threads=params["torch_threads"],
+        threads=params["torch_threads"], steps=args.steps,
     )
     blocks = layout.blocks()
     done = execute.finished_keys(output)
@@ -200,7 +208,8 @@ def finish(args, image, output: Path, group, layout: Layout, params: dict, fmt, 
         execute.build_pyramid(output, params["levels"])
     ms = ome.multiscales(
         layout.target_axes, levels=params["levels"], scale=params["output_scale"],
-        translation=params["output_translation"], units=image.units, name=Path(args.input).name,
+        translation=params["output_translation"], units=image.units,
+        name=f"{image.name or input_stem(Path(args.input))} x{layout.scale}",
     )
     count = layout.target_shape[layout.target_axes.index("c")] if "c" in layout.target_axes else 1
     channels = image.channels if len(image.channels) == count else []
@@ -214,11 +223,21 @@ def finish(args, image, output: Path, group, layout: Layout, params: dict, fmt, 
     return 0
 
 
-def default_output(path: Path) -> Path:
+def load(args):
+    """This process's model for the run (tasks load their own through the same cache)."""
+    return cached_upscaler(args.model, device=args.device, precision=args.precision, steps=args.steps)
+
+
+def input_stem(path: Path) -> str:
+    """``scan`` for scan.ome.tif, demo.zarr, scan.png: the input's name without its image suffixes."""
     stem = path.name
-    for suffix in (".zarr", ".ome", ".tiff", ".tif", ".btf", ".png", ".jpeg", ".jpg"):
-        stem = stem[: -len(suffix)] if stem.lower().endswith(suffix) else stem
-    return path.parent / f"{stem}_x4.ome.zarr"
+    while suffix := next((s for s in IMAGE_SUFFIXES if stem.lower().endswith(s) and len(stem) > len(s)), None):
+        stem = stem[: -len(suffix)]
+    return stem
+
+
+def default_output(path: Path, *, scale: int) -> Path:
+    return path.parent / f"{input_stem(path)}_x{scale}.ome.zarr"
 
 
 def check_output_path(source: Path, output: Path, *, overwrite: bool, resume: bool) -> None:
@@ -260,20 +279,14 @@ def run_params(args, image, layout: Layout, upscaler, fmt) -> dict:
         "input_shape": list(layout.shape),
         "axes": layout.axes,
         "rgb": layout.rgb,
-        "model": args.model,
+        **upscaler.record(seed=args.seed, tile=layout.tile, overlap=layout.overlap),
+        "model": args.model,  # what to load again: the name or path given (the record's name is the card's)
         "model_name": upscaler.card.get("name", "custom"),
-        "scale": s,
-        "steps": upscaler.model.schedule.steps,
-        "seed": args.seed,
-        "tile": layout.tile,
-        "overlap": layout.overlap,
         "batch": layout.batch,
         "noise": noise.GENERATOR,
         "dtype": np.dtype(args.dtype or image.array.dtype).name,
         "levels": max(1, min(args.levels, int(math.log2(hr_min)) + 1)),
         "format": fmt.version,
-        "device": str(upscaler.device),
-        "precision": upscaler.precision,
         "output_scale": out_scale,
         "output_translation": out_translation,
         "versions": {"napari_resshift": napari_resshift.__version__, "torch": torch.__version__,
