@@ -310,15 +310,16 @@ def training_trials(work: Path, opts, rng: random.Random) -> list[dict]:
     return rows
 
 
-def table(title: str, rows: list[dict]) -> None:
-    print(f"\n{title}: {sum(r['identical'] for r in rows)}/{len(rows)} identical")
+def table(title: str, rows: list[dict]) -> list[dict]:
+    print(f"\n{title}: {sum(r['identical'] for r in rows)}/{len(rows)} identical", flush=True)
     if not rows:
-        return
+        return rows
     keys = list(rows[0])
     widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
     print("  ".join(k.ljust(widths[k]) for k in keys))
     for r in rows:
-        print("  ".join(str(r[k]).ljust(widths[k]) for k in keys))
+        print("  ".join(str(r[k]).ljust(widths[k]) for k in keys), flush=True)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -336,15 +337,13 @@ def main(argv=None) -> int:
     rng = random.Random(opts.seed)
     with tempfile.TemporaryDirectory(prefix="chaos-") as tmp:
         work = Path(tmp)
-        pipe = pipeline_trials(work, opts, rng)
+        # each table as soon as its trials are done: a long run shows what it has so far
+        pipe = table("pipeline (kill -9, then --resume)", pipeline_trials(work, opts, rng))
         flags = pipeline_flags(work, opts)
-        several = batch_trials(work, opts, rng, flags)
-        tiff = tiff_trials(work, opts, rng, work / "in.zarr", flags)
-        train = training_trials(work, opts, rng)
-    table("pipeline (kill -9, then --resume)", pipe)
-    table("batch of three inputs (kill -9, then --resume)", several)
-    table("TIFF output, killed in its final write (kill -9, then --resume)", tiff)
-    table("training (kill -9, then --resume)", train)
+        several = table("batch of three inputs (kill -9, then --resume)", batch_trials(work, opts, rng, flags))
+        tiff = table("TIFF output, killed in its final write (kill -9, then --resume)",
+                     tiff_trials(work, opts, rng, work / "in.zarr", flags))
+        train = table("training (kill -9, then --resume)", training_trials(work, opts, rng))
     return 0 if all(r["identical"] for r in pipe + several + tiff + train) else 1
 
 
