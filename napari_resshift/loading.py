@@ -138,7 +138,7 @@ def read_config(path: Path) -> dict:
         else:
             config = json.loads(text)
     except Exception as exc:  # noqa: BLE001 - any parser error is the same user problem
-        raise ResShiftError(f"{path}: not a valid configuration file ({str(exc).splitlines()[0]})") from None
+        raise ResShiftError(f"{path}: not a valid configuration file ({first_line(exc)})") from None
     if not isinstance(config, dict) or "model" not in config or "diffusion" not in config:
         raise ResShiftError(f"{path}: a configuration needs 'model' and 'diffusion' sections")
     return config

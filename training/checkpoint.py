@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_resshift.errors import ResShiftError
+from napari_resshift.errors import ResShiftError, first_line
 from napari_resshift.loading import atomic_write
 
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel wrappers
@@ -27,7 +27,7 @@ def load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user problem
-        raise ResShiftError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+        raise ResShiftError(f"{path}: unreadable checkpoint ({first_line(exc)})") from None
 
 
 def unwrap_keys(state: dict) -> dict:

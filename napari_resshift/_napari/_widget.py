@@ -22,7 +22,7 @@ from superqt import QCollapsible
 
 from . import _big_layers, _controls, _layers, _model_info, _progress, _run, _view
 from ..engine import Cancelled, Upscaler, pick_device
-from ..errors import ResShiftError
+from ..errors import ResShiftError, first_line
 from ..loading import load_model
 from ..registry import PRESETS, SHIPPED
 
@@ -374,7 +374,7 @@ class ResShiftWidget(Container):
             return ("error", "not enough memory for this layer; choose 'current plane', fewer samples or smaller tiles")
         except Exception as exc:  # noqa: BLE001 - a bug must not take the user's session down; details go to the log
             log.debug("ResShift run failed", exc_info=True)
-            first = str(exc).splitlines()[0] if str(exc) else ""
+            first = first_line(exc) if str(exc).strip() else ""
             return ("error", f"ResShift stopped unexpectedly ({type(exc).__name__}: {first}); no layer was added")
 
     def _compute(self, job, key, device, precision, report):
