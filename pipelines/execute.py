@@ -6,6 +6,7 @@ chunks are recorded as empty files under the output's ``.resshift-done`` folder,
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +48,7 @@ def finished_keys(output) -> set[str]:
 def _open(job: Job, on_chunk):
     """This process's model, the output's level 0 and a recorder that marks a written chunk done."""
     set_threads(job.threads)
-    upscaler = cached_upscaler(job.model, device=worker_device(job.device), precision=job.precision,
+    upscaler = cached_upscaler(worker_model(job.model), device=worker_device(job.device), precision=job.precision,
                                steps=job.steps)
     output = storage.path(job.output)
     target = zarr.open_array(storage.zarr_store(output, read_only=False), path="0", mode="r+")
@@ -137,10 +138,27 @@ def connect(*, scheduler: str | None, workers: int | None):
             cluster.close()
 
 
+def worker_model(model: str) -> str:
+    """``model`` as this process finds it: a model file of the client's disk that this dask worker lacks is the copy
+    ``run_distributed`` sent it (workers need share no disk)."""
+    if os.path.exists(model) or not os.path.basename(model):
+        return model
+    try:
+        from distributed import get_worker
+
+        sent = os.path.join(get_worker().local_directory, os.path.basename(model))
+    except (ImportError, ValueError):
+        return model
+    return sent if os.path.exists(sent) else model
+
+
 def run_distributed(job: Job, blocks: list[Block], done: set[str], *, client, bar) -> None:
-    """Every unfinished block as a task of ``client``'s cluster."""
+    """Every unfinished block as a task of ``client``'s cluster. A model file of this machine is sent to each worker
+    once (a shipped model name loads from the installed package); tasks carry its path, never its weights."""
     from distributed import as_completed
 
+    if os.path.isfile(job.model):
+        client.upload_file(job.model, load=False)
     bar.write(f"dask dashboard: {client.dashboard_link}")
     futures = [client.submit(run_block, job, b, d, pure=False) for b, d in _pending(job, blocks, done)]
     for future in as_completed(futures):

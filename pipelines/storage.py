@@ -4,7 +4,6 @@ stores behind them (standard credentials plus --storage-options), and storage fa
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import functools
 import json
 import os
@@ -172,18 +171,14 @@ class RemotePath:
             fs = self._fresh()
             if self.protocol not in ("http", "https"):
                 return fs.exists(self.key)
-            try:  # a HEAD request: fsspec's own exists() over HTTP would GET the whole file, and hide a refusal
-                fs.info(self.url)
-                return True
-            except FileNotFoundError:
-                return self.is_dir()
+            return _http_exists(fs, self.url) or self.is_dir()
 
     def is_dir(self) -> bool:
         """A folder: a listed prefix in an object store; over HTTP, which lists nothing, a zarr's metadata."""
         with storage_errors(self):
             fs = self._fresh()
             if self.protocol in ("http", "https"):
-                return any(fs.exists(f"{self.url}/{m}") for m in ZARR_DOCUMENTS)
+                return any(_http_exists(fs, f"{self.url}/{m}") for m in ZARR_DOCUMENTS)
             return fs.isdir(self.key)
 
     def is_file(self) -> bool:
@@ -230,6 +225,17 @@ def missing(location: RemotePath) -> str:
 
 
 ZARR_DOCUMENTS = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+
+
+def _http_exists(fs, url: str) -> bool:
+    """A HEAD request: fsspec's own exists() over HTTP GETs the whole file, and calls an unreachable server empty."""
+    try:
+        fs.info(url)
+        return True
+    except FileNotFoundError as exc:
+        if any(type(e).__name__ in UNREACHABLE for e in _chain(exc)):
+            raise
+        return False
 
 
 def unlisted(value) -> bool:
@@ -313,17 +319,6 @@ def remove_tree(location, *, missing_ok: bool = False) -> None:
         fs.invalidate_cache()
 
 
-def glob(pattern: str, options: Options = Options()) -> list[RemotePath]:
-    """The objects that a URL with wildcards names (object stores list; HTTP cannot)."""
-    location = RemotePath(pattern, options)
-    if location.protocol in ("http", "https"):
-        raise ResShiftError(f"{location}: a web server cannot be listed; pass each URL on its own")
-    with storage_errors(location):
-        found = location._fresh().glob(location.key)
-    scheme = location.url.split("://", 1)[0]
-    return [RemotePath(f"{scheme}://{p}", options) for p in sorted(found) if fnmatch.fnmatch(p, location.key)]
-
-
 # -- failures ---------------------------------------------------------------------------------------------------------
 
 def _chain(exc: BaseException):
@@ -357,38 +352,50 @@ def _raised_by_storage(exc: BaseException) -> bool:
 
 
 def explain(exc: BaseException, where) -> str | None:
-    """``where: problem; what to do`` for a failure of object storage anywhere in ``exc``'s chain, else None."""
-    for e in _chain(exc):
-        name, code = type(e).__name__, _code(e)
-        if isinstance(e, (FileNotFoundError, PermissionError, TimeoutError)) and not code and \
-                not _raised_by_storage(e):
-            continue
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-                    "InvalidClientTokenId", "AuthorizationHeaderMalformed"):
-            return f"{where}: the storage refused the credentials ({code}); {CREDENTIALS}"
-        if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
-            return (f"{where}: no credentials found for the storage; {CREDENTIALS}, or --storage-options "
-                    "'{\"anon\": true}' for a public bucket")
-        if code == "NoSuchBucket" or (isinstance(e, FileNotFoundError) and "bucket" in str(e).lower()):
-            bucket = urlsplit(where.url if isinstance(where, RemotePath) else str(where)).netloc.rsplit("@", 1)[-1]
-            return f"{where}: the bucket {bucket!r} does not exist; create it or correct the URL"
-        if code in ("AccessDenied", "AllAccessDisabled", "AccountProblem", "403") or isinstance(e, PermissionError):
-            return (f"{where}: access denied by the storage; {CREDENTIALS}, and that they may read the input and "
-                    "write the output")
-        if name in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError",
-                    "ClientConnectorDNSError", "gaierror", "NewConnectionError"):
-            return (f"{where}: cannot reach the storage endpoint ({scrub(first_line(e))}); check the URL, "
-                    "AWS_ENDPOINT_URL (or endpoint_url in --storage-options) and the network")
-        if name in ("ServerDisconnectedError", "ClientPayloadError", "ReadTimeoutError", "IncompleteRead",
-                    "ConnectionResetError", "ClientOSError", "ResponseStreamingError", "FSTimeoutError",
-                    "TimeoutError", "ConnectionClosedError"):
-            return (f"{where}: the connection to the storage dropped ({name}); the output stays unfinished: rerun "
-                    "with --resume once the storage is reachable")
-        if code in ("NoSuchKey", "404") or isinstance(e, FileNotFoundError):
-            return f"{where}: no such object in the storage; check the URL"
-        if isinstance(e, ImportError) and any(p in str(e) for p in ("s3fs", "gcsfs", "adlfs", "aiohttp")):
-            return f"{where}: {first_line(e)} (on every worker too)"
+    """``where: problem; what to do`` for a failure of object storage anywhere in ``exc``'s chain, else None. The
+    cause that says most wins: a refused connection hides behind fsspec's 'not found' over HTTP."""
+    chain = [e for e in _chain(exc) if _code(e) or _raised_by_storage(e) or
+             not isinstance(e, (FileNotFoundError, PermissionError, TimeoutError))]
+    names, codes = {type(e).__name__ for e in chain}, {_code(e) for e in chain}
+    first = lambda kinds: next(e for e in chain if type(e).__name__ in kinds)  # noqa: E731
+    refused = any(text in str(e).lower() for e in chain for text in CREDENTIAL_TEXTS)  # s3fs may drop the code
+    if codes & CREDENTIAL_CODES or refused:
+        return f"{where}: the storage refused the credentials (unknown key or wrong secret); {CREDENTIALS}"
+    if names & NO_CREDENTIALS:
+        return (f"{where}: no credentials found for the storage; {CREDENTIALS}, or --storage-options "
+                "'{\"anon\": true}' for a public bucket")
+    if names & UNREACHABLE:
+        return (f"{where}: cannot reach the storage endpoint ({scrub(first_line(first(UNREACHABLE)))}); check the "
+                "URL, AWS_ENDPOINT_URL (or endpoint_url in --storage-options) and the network")
+    if names & DROPPED:
+        return (f"{where}: the connection to the storage dropped ({min(names & DROPPED)}); the output stays "
+                "unfinished: rerun with --resume once the storage is reachable")
+    if "NoSuchBucket" in codes or any(isinstance(e, FileNotFoundError) and "bucket" in str(e).lower() for e in chain):
+        bucket = urlsplit(where.url if isinstance(where, RemotePath) else str(where)).netloc.rsplit("@", 1)[-1]
+        return f"{where}: the bucket {bucket!r} does not exist; create it or correct the URL"
+    if codes & {"AccessDenied", "AllAccessDisabled", "AccountProblem", "403"} or \
+            any(isinstance(e, PermissionError) for e in chain):
+        return (f"{where}: access denied by the storage; {CREDENTIALS}, and that they may read the input and "
+                "write the output")
+    if codes & {"NoSuchKey", "404"} or any(isinstance(e, FileNotFoundError) for e in chain):
+        return f"{where}: nothing is stored there; check the URL"
+    missing = [e for e in chain if isinstance(e, ImportError) and any(p in str(e) for p in PACKAGES.values())]
+    if missing:
+        return f"{where}: {first_line(missing[0])} (on every worker too)"
     return None
+
+
+CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+                    "InvalidClientTokenId", "AuthorizationHeaderMalformed"}
+CREDENTIAL_TEXTS = ("access key id you provided does not exist", "signature we calculated does not match",
+                    "security token included in the request is invalid", "token has expired",
+                    "provided token has expired")
+NO_CREDENTIALS = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}
+UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionRefusedError",
+               "ClientConnectorDNSError", "gaierror", "NewConnectionError"}
+DROPPED = {"ServerDisconnectedError", "ClientPayloadError", "ReadTimeoutError", "IncompleteRead",
+           "ConnectionResetError", "ClientOSError", "ResponseStreamingError", "FSTimeoutError", "TimeoutError",
+           "ConnectionClosedError"}
 
 
 @contextlib.contextmanager

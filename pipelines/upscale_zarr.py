@@ -21,7 +21,7 @@ from napari_resshift.loading import check_spec, model_names
 from napari_resshift.outofcore import MIN_CHUNK, Layout, cached_upscaler, fit_normalization
 from napari_resshift.normalization import NORM_MODES, Normalization
 
-from . import batch, checks, execute, geotiff, ome, readers, tiff_output
+from . import batch, checks, execute, geotiff, ome, readers, storage, tiff_output
 from .example import write_example
 
 IMAGE_SUFFIXES = (".zarr", ".ome", ".tiff", ".tif", ".btf", ".png", ".jpeg", ".jpg")  # stripped from output names
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-chunks", choices=("refuse", "fill"), default="refuse",
                    help="a zarr input's chunks that are not stored: refuse (default) or read them as the fill value")
     p.add_argument("--scheduler", help="run on an existing dask.distributed cluster, e.g. tcp://host:8786")
+    p.add_argument("--storage-options", metavar="JSON", help="fsspec options of s3:// gs:// az:// http(s):// inputs "
+                   "and outputs beyond the standard environment and profiles, e.g. '{\"anon\": true}' (one object "
+                   "for all, or one per scheme: '{\"s3\": {...}, \"https\": {...}}')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--example", metavar="PATH", help="write a small example mosaic (OME-Zarr) to PATH and exit")
     return p
@@ -81,13 +84,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda _: dispatch(args), argv, interrupted="interrupted; rerun with --resume to finish")
+    return run_cli(lambda _: guarded(args), argv, interrupted="interrupted; rerun with --resume to finish")
+
+
+def guarded(args) -> int:
+    """``dispatch``, with a failure of object storage said in its own words and never a credential in a message."""
+    try:
+        args.storage = storage.parse_options(getattr(args, "storage_options", None))
+        return dispatch(args)
+    except Exception as exc:  # noqa: BLE001 - only rewords; anything else is raised as it was
+        said = storage.one_line(exc, next((p for p in (args.output, args.input) if storage.is_url(p)), None))
+        if said is exc:
+            raise
+        raise said from None
+
+
+def where(args, value):
+    """A path or URL argument as a location (``storage.RemotePath`` with the run's --storage-options for a URL)."""
+    return storage.path(value, getattr(args, "storage", None) or storage.Options())
 
 
 def dispatch(args) -> int:
     """A folder or glob of inputs one file at a time, each resumable; a TIFF output through a staging OME-Zarr."""
     if args.example or not args.input or not batch.is_batch(args.input):
-        return run_to(args, args.input, Path(args.output) if args.output else None)
+        return run_to(args, args.input, where(args, args.output) if args.output else None)
+    if storage.is_url(args.input):
+        raise ResShiftError(f"{where(args, args.input)}: a folder or glob of URLs is not supported; pass each URL on "
+                            "its own")
     checks.check_arguments(args)  # once for all inputs, before any is read
     sources = batch.batch_inputs(args.input)
     folder = batch.output_folder(args.output)
@@ -111,8 +134,11 @@ def run_to(args, source, output: Path | None) -> int:
     one = argparse.Namespace(**vars(args) | {"input": source, "output": output})
     if output is None or args.example or batch.output_kind(output) == "zarr":
         return run(one)
+    if storage.is_url(output):
+        raise ResShiftError(f"{output}: a TIFF cannot be written into object storage (it is written whole at the end); "
+                            "name the output .ome.zarr, or write the TIFF to a local disk")
     checks.check_arguments(one)
-    check_output_path(Path(source), output, overwrite=args.overwrite, resume=args.resume)
+    check_output_path(where(args, source), output, overwrite=args.overwrite, resume=args.resume)
     if output.exists() and args.resume:
         checks.check_own(output, action="resume")  # it is replaced once its intermediate is finished
     staging = batch.staging_path(output)
@@ -142,10 +168,10 @@ def run(args, *, tiff: Path | None = None) -> int:
         raise ResShiftError("no input given; pass a zarr, TIFF or PNG path (or --example PATH to make one)")
     checks.check_arguments(args)
     check_spec(args.model)
-    image = readers.open_input(args.input, axes=args.axes, rgb=args.rgb)
+    image = readers.open_input(where(args, args.input), axes=args.axes, rgb=args.rgb)
     upscaler = load(args)
-    output = Path(args.output) if args.output else default_output(Path(args.input), scale=upscaler.scale)
-    check_output_path(Path(args.input), output, overwrite=args.overwrite, resume=args.resume)
+    output = where(args, args.output) if args.output else default_output(where(args, args.input), scale=upscaler.scale)
+    check_output_path(where(args, args.input), output, overwrite=args.overwrite, resume=args.resume)
     missing = checks.check_stored_chunks(image, args.input, fill=args.missing_chunks == "fill")
     tile, overlap = upscaler.tiling(tile=args.tile, overlap=args.overlap)
     layout = Layout(
@@ -181,7 +207,7 @@ def run(args, *, tiff: Path | None = None) -> int:
     with execute.connect(scheduler=args.scheduler, workers=args.workers) as client:  # before the output is touched
         if not resuming:
             if output.exists():
-                shutil.rmtree(output)  # checked to be an output of ours
+                storage.remove_tree(output)  # checked to be an output of ours
             group = create_output(output, layout, params, fmt)
         return finish(args, image, output, group, layout, params, fmt, client)
 
@@ -190,7 +216,7 @@ def finish(args, image, output: Path, group, layout: Layout, params: dict, fmt, 
     """Compute the unfinished chunks, build the pyramid, then mark the output complete."""
     norm = Normalization.from_dict(params["normalization"])
     job = execute.Job(
-        image.spec, str(output), layout, norm, args.seed, params["dtype"], args.model, args.device, params["precision"],
+        image.spec, output if storage.is_url(output) else str(output), layout, norm, args.seed, params["dtype"], args.model, args.device, params["precision"],
         threads=params["torch_threads"], steps=args.steps,
     )
     blocks = layout.blocks()
@@ -209,14 +235,14 @@ def finish(args, image, output: Path, group, layout: Layout, params: dict, fmt, 
     ms = ome.multiscales(
         layout.target_axes, levels=params["levels"], scale=params["output_scale"],
         translation=params["output_translation"], units=image.units,
-        name=f"{image.name or input_stem(Path(args.input))} x{layout.scale}",
+        name=f"{image.name or input_stem(where(args, args.input))} x{layout.scale}",
     )
     count = layout.target_shape[layout.target_axes.index("c")] if "c" in layout.target_axes else 1
     channels = image.channels if len(image.channels) == count else []
     omero = channels and ome.omero(channels, low=norm.low, high=norm.high, dtype=params["dtype"])
     geo = image.geo and geotiff.upscaled(image.geo, layout.scale)
     ome.mark_complete(group, fmt, ms, params, omero=omero or None, geo=geo)
-    shutil.rmtree(output / execute.DONE_DIR, ignore_errors=True)
+    storage.remove_tree(output / execute.DONE_DIR, missing_ok=True)
     if not args.quiet:
         shape = " x ".join(map(str, layout.target_shape))
         print(f"wrote {output} ({shape} {params['dtype']}, {params['levels']} levels)")
@@ -250,6 +276,9 @@ def check_output_path(source: Path, output: Path, *, overwrite: bool, resume: bo
         raise ResShiftError(f"{output}: already exists; add --overwrite to replace it or --resume to finish it")
     if output.exists() and overwrite and not resume:
         checks.check_replaceable(output)
+    if storage.is_url(output):
+        storage.check_writable(output)  # object stores need no folder, only a bucket that takes a write
+        return
     parent = out.parent
     if not parent.is_dir():
         raise ResShiftError(f"{parent}: the output's folder does not exist; create it first")
@@ -274,7 +303,7 @@ def run_params(args, image, layout: Layout, upscaler, fmt) -> dict:
     }
     hr_min = min(layout.height, layout.width) * s
     return {
-        "input": str(Path(args.input).resolve()),
+        "input": str(where(args, args.input).resolve()),  # a URL without its credentials
         "input_id": readers.input_identity(image.spec),
         "input_shape": list(layout.shape),
         "axes": layout.axes,
@@ -303,7 +332,7 @@ def reopen(output: Path, params: dict):
     if status == "complete":
         return None, None
     (output / execute.DONE_DIR).mkdir(exist_ok=True)  # a kill right after the marker leaves no folder yet
-    return zarr.open_group(str(output), mode="r+"), stored
+    return zarr.open_group(storage.zarr_store(output, read_only=False), mode="r+"), stored
 
 
 def report_nonfinite(array) -> None:
@@ -328,6 +357,8 @@ def level_shapes(layout: Layout, levels: int) -> list[tuple[int, ...]]:
 def check_disk(output: Path, layout: Layout, params: dict, *, tiff: Path | None = None) -> None:
     """Refuse before starting when the uncompressed output cannot fit: compression only ever helps. A TIFF output
     lies beside its intermediate OME-Zarr until it is written: both count."""
+    if storage.is_url(output):
+        return  # an object store tells no free space: a full one fails at the first write, said in one line
     need = sum(math.prod(s) for s in level_shapes(layout, params["levels"])) * np.dtype(params["dtype"]).itemsize
     need *= 2 if tiff is not None else 1
     free = shutil.disk_usage(output.resolve().parent).free
@@ -342,7 +373,7 @@ def check_disk(output: Path, layout: Layout, params: dict, *, tiff: Path | None 
 def create_output(output: Path, layout: Layout, params: dict, fmt):
     import zarr
 
-    group = zarr.open_group(str(output), mode="w", zarr_format=fmt.zarr_format)
+    group = zarr.open_group(storage.zarr_store(output, read_only=False), mode="w", zarr_format=fmt.zarr_format)
     extra = fmt.array_options(layout.target_axes)
     for k, shape in enumerate(level_shapes(layout, params["levels"])):
         chunks = tuple(min(c, n) for c, n in zip(layout.target_chunks, shape))

@@ -1,0 +1,429 @@
+"""Inputs and outputs in object storage, against real servers on the loopback only: moto's S3 server (started here on
+127.0.0.1 at a free port) and a local HTTP server with range requests. A run through S3 equals the same run on a
+local disk bit for bit; a TIFF over HTTP is read by the ranges it needs; every storage failure is one line, exit 2,
+without a credential, leaving nothing that looks complete.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import logging
+import os
+import re
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from pipelines import ome, readers, storage, upscale_zarr
+
+TILING = ["--tile", "16", "--overlap", "4", "--chunk", "1", "--seed", "3", "--quiet"]
+KEY_ID, SECRET = "AKIAEXAMPLEKEYID0001", "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+BUCKET = "bkt"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def forget_filesystems() -> None:
+    """fsspec keeps one file system per set of options: a changed environment needs fresh ones."""
+    import s3fs
+
+    storage.filesystem.cache_clear()
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """moto's S3 server on the loopback, the standard AWS variables pointing at it, one bucket."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the server's request log is no output of ours
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": KEY_ID,
+           "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            mp.delenv(name, raising=False)
+        mp.setenv("AWS_CONFIG_FILE", "/nonexistent")  # no profile of the machine's user is read
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        for name, value in env.items():
+            mp.setenv(name, value)
+        forget_filesystems()
+        import boto3
+
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield env
+        forget_filesystems()
+    server.stop()
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """A static file server that answers ``Range: bytes=a-b`` with 206 and counts requests and body bytes."""
+
+    counts = {"requests": 0, "bytes": 0, "ranges": []}
+
+    def log_message(self, *args):  # the test's output stays clean
+        pass
+
+    def send_head(self):
+        path = Path(self.translate_path(self.path))
+        match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if not path.is_file() or not match:
+            return super().send_head()
+        size = path.stat().st_size
+        start, end = int(match[1]), min(int(match[2] or size - 1), size - 1)
+        f = path.open("rb")
+        f.seek(start)
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        self._left = end - start + 1
+        return f
+
+    def copyfile(self, source, outputfile):
+        data = source.read(getattr(self, "_left", -1))
+        type(self).counts["bytes"] += len(data)
+        outputfile.write(data)
+
+    def do_GET(self):
+        type(self).counts["requests"] += 1
+        type(self).counts["ranges"].append((self.path, self.headers.get("Range")))
+        super().do_GET()
+
+    def do_HEAD(self):
+        type(self).counts["requests"] += 1
+        super().do_HEAD()
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory):
+    """A folder served over http://127.0.0.1 with range requests; ``counts`` of what was fetched."""
+    root = tmp_path_factory.mktemp("web")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}", RangeHandler.counts
+    server.shutdown()
+    server.server_close()
+
+
+VIEW = {"options": storage.Options()}  # the tests' own view of the bucket (an IAM admin's while IAM checks are on)
+
+
+def s3_path(key: str) -> storage.RemotePath:
+    return storage.path(f"s3://{BUCKET}/{key}", VIEW["options"])
+
+
+def s3_array(key: str, data: np.ndarray, chunks=(16, 16), fmt: int = 3):
+    a = zarr.open_array(storage.zarr_store(s3_path(key), read_only=False), mode="w", shape=data.shape, chunks=chunks,
+                        dtype=data.dtype, zarr_format=fmt)
+    a[:] = data
+    return a
+
+
+def stored(key: str) -> list[str]:
+    location = s3_path(key)
+    fs = location._fresh()
+    return sorted(fs.find(location.key)) if fs.exists(location.key) else []
+
+
+def everything_stored() -> bytes:
+    fs = s3_path("x")._fresh()
+    return b"".join(fs.cat_file(p) for p in fs.find(BUCKET))
+
+
+def image(shape=(40, 40), seed=0) -> np.ndarray:
+    return (np.random.default_rng(seed).random(shape) * 200 + 1).astype("uint16")
+
+
+def levels(group) -> dict:
+    return {k: group[k][:] for k in sorted(group.array_keys())}
+
+
+def open_s3_group(key: str):
+    return zarr.open_group(storage.zarr_store(s3_path(key), read_only=True), mode="r")
+
+
+# -- bit for bit against a local run ---------------------------------------------------------------------------------
+
+def test_s3_zarr_to_s3_ome_zarr_on_two_workers_equals_local_run(s3, tiny_model_path, tmp_path):
+    """s3:// zarr -> s3:// OME-Zarr on a LocalCluster of 2 worker processes (each opens input and output by URL
+    itself) equals the threaded run on a local disk; no credential anywhere in the stored output."""
+    data = image()
+    zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=data.shape, chunks=(16, 16), dtype=data.dtype)[:] = data
+    s3_array("two/in.zarr", data)
+    model = ["--model", tiny_model_path, *TILING, "--torch-threads", "1"]
+    assert upscale_zarr.main([str(tmp_path / "in.zarr"), "-o", str(tmp_path / "out.ome.zarr"), *model]) == 0
+    assert upscale_zarr.main(["s3://bkt/two/in.zarr", "-o", "s3://bkt/two/out.ome.zarr", "--workers", "2", *model]) == 0
+    local, remote = zarr.open_group(str(tmp_path / "out.ome.zarr"), mode="r"), open_s3_group("two/out.ome.zarr")
+    got, want = levels(remote), levels(local)
+    assert got.keys() == want.keys() == {"0", "1", "2"}
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    attrs = remote.attrs.asdict()
+    assert ome.run_status(attrs) == "complete" and ome.read_multiscales(attrs) is not None
+    assert attrs["resshift"]["params"]["input"] == "s3://bkt/two/in.zarr"
+    assert not any(".resshift-done" in p for p in stored("two/out.ome.zarr"))
+    blob = everything_stored()
+    assert KEY_ID.encode() not in blob and SECRET.encode() not in blob
+
+
+def tiled_tiff(path: Path, data: np.ndarray, tile=(16, 16)) -> Path:
+    tifffile.imwrite(path, data, tile=tile, photometric="minisblack")
+    return path
+
+
+def test_s3_tiff_to_s3_ome_zarr_equals_local_run(s3, tiny_model_path, tmp_path):
+    """A TIFF read from S3 by range requests (threaded scheduler) gives the same bits as the local file."""
+    data = image((36, 44), seed=1)
+    local = tiled_tiff(tmp_path / "in.tif", data)
+    s3_path("tif/in.tif").fs.put_file(str(local), f"{BUCKET}/tif/in.tif")
+    model = ["--model", tiny_model_path, *TILING]
+    assert upscale_zarr.main([str(local), "-o", str(tmp_path / "out.ome.zarr"), *model]) == 0
+    assert upscale_zarr.main(["s3://bkt/tif/in.tif", "-o", "s3://bkt/tif/out.ome.zarr", "--threads", "2", *model]) == 0
+    got, want = levels(open_s3_group("tif/out.ome.zarr")), levels(zarr.open_group(str(tmp_path / "out.ome.zarr")))
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_s3_output_resumes_and_refuses_like_a_local_disk(s3, tiny_model_path, capsys, monkeypatch):
+    """An existing output: refused without a flag, finished by --resume (nothing to do), replaced by --overwrite;
+    an interrupted one (marker 'running', chunks missing) is finished by --resume to the same bits."""
+    s3_array("again/in.zarr", image((24, 24), seed=2))
+    args = ["s3://bkt/again/in.zarr", "-o", "s3://bkt/again/out.ome.zarr", "--model", tiny_model_path, *TILING]
+    assert upscale_zarr.main(args) == 0
+    whole = levels(open_s3_group("again/out.ome.zarr"))
+    capsys.readouterr()
+    assert upscale_zarr.main(args) == 2
+    assert "already exists; add --overwrite" in capsys.readouterr().err
+    assert upscale_zarr.main([*args, "--resume"]) == 0
+    assert upscale_zarr.main([*args, "--resume", "--seed", "4"]) == 2
+    # a run interrupted after two chunks are recorded (the third is written, not recorded: it is computed again)
+    calls = []
+    touch = storage.RemotePath.touch
+
+    def interrupted(self):
+        calls.append(self)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        touch(self)
+
+    monkeypatch.setattr(storage.RemotePath, "touch", interrupted)
+    assert upscale_zarr.main([*args, "--overwrite"]) == 130
+    monkeypatch.setattr(storage.RemotePath, "touch", touch)
+    attrs = open_s3_group("again/out.ome.zarr").attrs.asdict()
+    assert ome.run_status(attrs) == "running" and ome.read_multiscales(attrs) is None  # nothing looks complete
+    capsys.readouterr()
+    assert upscale_zarr.main(["s3://bkt/again/out.ome.zarr", "-o", "s3://bkt/again/x.ome.zarr", "--model",
+                              tiny_model_path, *TILING]) == 2
+    assert "unfinished" in capsys.readouterr().err
+    assert upscale_zarr.main([*args, "--resume"]) == 0
+    resumed = levels(open_s3_group("again/out.ome.zarr"))
+    for k in whole:
+        np.testing.assert_array_equal(resumed[k], whole[k])
+    assert ome.run_status(open_s3_group("again/out.ome.zarr").attrs.asdict()) == "complete"
+    assert upscale_zarr.main([*args, "--overwrite"]) == 0
+
+
+# -- range requests --------------------------------------------------------------------------------------------------
+
+def test_http_tiff_read_fetches_only_the_ranges_it_needs(web):
+    """A 2048x2048 uint16 tiled TIFF (8 MiB) over HTTP: opening it and reading one 128x128 window fetches the
+    header, the tile offsets and the few blocks holding those tiles, a small fraction of the file."""
+    root, url, counts = web
+    data = np.arange(2048 * 2048, dtype="uint16").reshape(2048, 2048)
+    path = tiled_tiff(root / "big.tif", data, tile=(128, 128))
+    size = path.stat().st_size
+    counts.update(requests=0, bytes=0, ranges=[])
+    opened = readers.open_input(f"{url}/big.tif")
+    np.testing.assert_array_equal(opened.array[1024:1152, 512:640], data[1024:1152, 512:640])
+    assert all(r is not None for p, r in counts["ranges"] if p == "/big.tif"), counts  # never the whole file
+    assert counts["bytes"] <= 8 * storage.TIFF_BLOCK + 128 * 128 * 2, counts
+    assert counts["bytes"] < size / 10 and counts["requests"] <= 16, (counts, size)
+
+
+def test_http_zarr_and_ome_zarr_inputs_open(web, tmp_path):
+    """A zarr v2 array and an OME-Zarr 0.4 image on a plain web server open by URL (no listing needed)."""
+    root, url, _ = web
+    data = image((20, 24))
+    zarr.open_array(str(root / "v2.zarr"), mode="w", shape=data.shape, chunks=(8, 8), dtype=data.dtype,
+                    zarr_format=2)[:] = data
+    opened = readers.open_input(f"{url}/v2.zarr")
+    np.testing.assert_array_equal(opened.array[:], data)
+    assert opened.axes == "yx"
+    from ome_zarr.writer import write_image
+
+    write_image(data, zarr.open_group(str(root / "img.ome.zarr"), mode="w", zarr_format=2), axes="yx",
+                scaler=None)
+    opened = readers.open_input(f"{url}/img.ome.zarr")
+    assert opened.axes == "yx" and opened.array.shape == data.shape
+    np.testing.assert_array_equal(opened.array[:], data)
+
+
+# -- one line for every storage failure ------------------------------------------------------------------------------
+
+def missing_port() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def cases(web_url: str, model: str) -> dict[str, tuple[list[str], str]]:
+    """name -> (arguments, what the line must say)."""
+    m = ["--model", model, *TILING]
+    opts = lambda o: ["--storage-options", json.dumps(o)]  # noqa: E731
+    return {
+        "input bucket missing": (["s3://nobucket/in.zarr", *m], "bucket 'nobucket' does not exist"),
+        "input key missing": (["s3://bkt/nothing.zarr", *m], "nothing is stored there"),
+        "input http file missing": ([f"{web_url}/nothing.tif", *m], "nothing is stored there"),
+        "output bucket missing": (["s3://bkt/bad/in.zarr", "-o", "s3://nobucket/out.ome.zarr", *m],
+                                  "bucket 'nobucket' does not exist"),
+        "output names only a bucket": (["s3://bkt/bad/in.zarr", "-o", "s3://bkt2", *m], "names a bucket"),
+        "tiff output on a url": (["s3://bkt/bad/in.zarr", "-o", "s3://bkt/out.tif", *m], "TIFF cannot be written"),
+        "output on a web server": (["s3://bkt/bad/in.zarr", "-o", f"{web_url}/out.ome.zarr", *m],
+                                   "web server cannot be written"),
+        "output is the input": (["s3://bkt/bad/in.zarr", "-o", "s3://bkt/bad/in.zarr", *m], "may not be the input"),
+        "output inside the input": (["s3://bkt/bad/in.zarr", "-o", "s3://bkt/bad/in.zarr/x.ome.zarr", *m],
+                                    "may not be the input or lie inside it"),
+        "output exists, not ours": (["s3://bkt/bad/in.zarr", "-o", "s3://bkt/bad/foreign.zarr", *m],
+                                    "already exists"),
+        "overwrite of a foreign output": (["s3://bkt/bad/in.zarr", "-o", "s3://bkt/bad/foreign.zarr", "--overwrite",
+                                           *m], "not an output of this pipeline"),
+        "resume of a foreign output": (["s3://bkt/bad/in.zarr", "-o", "s3://bkt/bad/foreign.zarr", "--resume", *m],
+                                       "not an output of this pipeline"),
+        "glob of urls": (["s3://bkt/bad/*.zarr", *m], "a folder or glob of URLs is not supported"),
+        "unsupported scheme": (["ftp://127.0.0.1/in.zarr", *m], "ftp:// is not supported"),
+        "storage options not json": (["s3://bkt/bad/in.zarr", *m, *["--storage-options", "{anon: true"]],
+                                     "--storage-options is not JSON"),
+        "storage options not an object": (["s3://bkt/bad/in.zarr", *m, *["--storage-options", "[1]"]],
+                                          "must be a JSON object"),
+        "unreachable endpoint": (["s3://bkt/bad/in.zarr", *m, *opts({"endpoint_url": missing_port()})],
+                                 "cannot reach the storage endpoint"),
+        "unreachable web server": ([f"{missing_port()}/in.tif", *m], "cannot reach the storage endpoint"),
+        "web zarr cannot be listed": ([f"{web_url}/v2.zarr", "-o", "s3://bkt/bad/web.ome.zarr", *m],
+                                      "--missing-chunks fill"),
+        "gs without gcsfs": (["gs://bucket/in.zarr", *m], "gcsfs"),
+        "unfinished output as input": (["s3://bkt/bad/running.ome.zarr", *m], "unfinished"),
+    }
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(s3, web):
+    """What the cases need in the bucket and on the web server."""
+    root, url, _ = web
+    s3_array("bad/in.zarr", image((24, 24)))
+    s3_array("bad/foreign.zarr", image((8, 8)))
+    running = zarr.open_group(storage.zarr_store(s3_path("bad/running.ome.zarr"), read_only=False), mode="w")
+    running.create_array("0", shape=(8, 8), dtype="uint16", chunks=(8, 8))
+    ome.mark_running(running, {"input": "x"})
+    if not (root / "v2.zarr").exists():
+        zarr.open_array(str(root / "v2.zarr"), mode="w", shape=(8, 8), chunks=(8, 8), dtype="uint16",
+                        zarr_format=2)[:] = 1
+    return url
+
+
+def check_refused(argv, said, capsys, *, secrets=(KEY_ID, SECRET)):
+    before = everything_stored()
+    keys = stored("")
+    assert upscale_zarr.main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], err
+    assert not any(s in err for s in secrets), err
+    # nothing half-valid left: the bucket holds exactly what it held
+    assert stored("") == keys and everything_stored() == before
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", list(cases("http://x", "m")))
+def test_storage_failure_is_one_line(name, bad_inputs, tiny_model_path, capsys):
+    argv, said = cases(bad_inputs, tiny_model_path)[name]
+    check_refused(argv, said, capsys)
+
+
+# -- credentials and permissions: moto with IAM checks on ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def iam_users(s3):
+    """IAM users of the server: one that may only read, one that may do anything."""
+    import boto3
+
+    client = boto3.client("iam")
+    users = {}
+    for name, actions in (("reader", ["s3:GetObject", "s3:ListBucket"]), ("admin", ["s3:*"])):
+        client.create_user(UserName=name)
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+        client.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+        key = client.create_access_key(UserName=name)["AccessKey"]
+        users[name] = (key["AccessKeyId"], key["SecretAccessKey"])
+    return users
+
+
+@pytest.fixture
+def iam(iam_users):
+    """Requests checked against the IAM users during the test (the tests' own view is the admin's)."""
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    previous = settings.INITIAL_NO_AUTH_ACTION_COUNT
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = ActionAuthenticatorMixin.request_count
+    VIEW["options"] = storage.Options(json.dumps({"key": iam_users["admin"][0], "secret": iam_users["admin"][1]}))
+    try:
+        yield iam_users
+    finally:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT = previous
+        VIEW["options"] = storage.Options()
+        forget_filesystems()
+
+
+def credentials(key_id: str, secret: str) -> list[str]:
+    return ["--storage-options", json.dumps({"key": key_id, "secret": secret})]
+
+
+def test_wrong_secret_is_one_line_without_it(bad_inputs, iam, tiny_model_path, capsys):
+    key_id, secret = iam["admin"]
+    wrong = secret[:-4] + "XXXX"
+    argv = ["s3://bkt/bad/in.zarr", "--model", tiny_model_path, *TILING, *credentials(key_id, wrong)]
+    check_refused(argv, "AWS_SECRET_ACCESS_KEY", capsys, secrets=(KEY_ID, SECRET, wrong, secret))
+
+
+def test_unknown_key_from_the_environment_is_one_line(bad_inputs, iam, tiny_model_path, capsys, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "no-such-secret-value")
+    forget_filesystems()
+    argv = ["s3://bkt/bad/in.zarr", "--model", tiny_model_path, *TILING]
+    check_refused(argv, "AWS_SECRET_ACCESS_KEY", capsys, secrets=("AKIANOSUCHKEY0000000", "no-such-secret-value"))
+
+
+def test_bucket_without_write_permission_is_refused_before_writing(bad_inputs, iam, tiny_model_path, capsys):
+    """A user that may read the input but not write: refused at the start, nothing written. (moto's IAM check also
+    refuses the signature of its own listings, so the line may say the credentials were refused rather than that
+    the write was denied; either names what to check.)"""
+    key_id, secret = iam["reader"]
+    argv = ["s3://bkt/bad/in.zarr", "-o", "s3://bkt/bad/denied.ome.zarr", "--model", tiny_model_path, *TILING,
+            *credentials(key_id, secret)]
+    check_refused(argv, "AWS_SECRET_ACCESS_KEY", capsys, secrets=(KEY_ID, SECRET, key_id, secret))
+
+
+def test_credentials_never_recorded(s3):
+    """The record of a run names the URL without user, password or query; messages lose every known secret."""
+    assert storage.redact("https://user:pw@host/a.tif?X-Amz-Signature=abc") == "https://host/a.tif?***"
+    options = storage.parse_options(json.dumps({"s3": {"key": "K-123456", "secret": "S-abcdefg"}}))
+    assert "S-abcdefg" not in repr(options) and "S-abcdefg" not in repr(readers.InputSpec("s3://b/k", "tiff",
+                                                                                            options=options))
+    assert storage.scrub(f"x S-abcdefg {SECRET} {KEY_ID} https://u:p@h/") == "x *** *** *** https://***@h/"
+    assert storage.path("s3://b/k.zarr", options).fs.key == "K-123456"
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
