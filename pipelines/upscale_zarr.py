@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_resshift import noise
+from napari_resshift import noise, placement
 from napari_resshift.engine import PRECISIONS
 from napari_resshift.errors import ArgumentParser, ResShiftError, reported, run_cli
 from napari_resshift.loading import check_spec, model_names
@@ -298,7 +298,7 @@ def run_params(args, image, layout: Layout, upscaler, fmt) -> dict:
     in_translation = {a: float(image.translation.get(a, 0.0)) for a in layout.target_axes}
     out_scale = {a: in_scale[a] / s if a in "yx" else in_scale[a] for a in layout.target_axes}
     out_translation = {
-        a: in_translation[a] - in_scale[a] * (s - 1) / (2 * s) if a in "yx" else in_translation[a]
+        a: in_translation[a] + in_scale[a] * placement.hr_offset(s) if a in "yx" else in_translation[a]
         for a in layout.target_axes
     }
     hr_min = min(layout.height, layout.width) * s

@@ -90,3 +90,19 @@ def messages():
     notification_manager.notification_ready.connect(keep)
     yield seen
     notification_manager.notification_ready.disconnect(keep)
+
+
+def add_ome_zarr_layers(viewer, paths) -> list:
+    """Each OME-Zarr read with ome-zarr-py into ``viewer`` with its own scale and translation (as napari-ome-zarr
+    would, plus the translation): the layers in the order of ``paths``."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    layers = []
+    for path in paths:
+        node = next(iter(Reader(parse_url(str(path)))()))
+        scale, translation = node.metadata["coordinateTransformations"][0]
+        data = node.data if len(node.data) > 1 else node.data[0]
+        layers.append(viewer.add_image(data, multiscale=len(node.data) > 1, scale=scale["scale"],
+                                       translate=translation["translation"], name=Path(path).name))
+    return layers

@@ -17,7 +17,7 @@ from napari_resshift.model import ResShiftModel
 from napari_resshift.registry import architecture
 from pipelines import execute, ome, upscale_zarr
 
-from conftest import check_ome_zarr
+from conftest import add_ome_zarr_layers, check_ome_zarr
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--tile", "16", "--overlap", "4", "--chunk", "1", "--quiet", "--seed", "1"]
@@ -120,8 +120,6 @@ def test_cli_process_exit_codes(tmp_path):
 def test_napari_overlays_output_on_input(model_path, tmp_path):
     """Both read with ome-zarr-py into napari: their pixel corners coincide in world coordinates."""
     import napari
-    from ome_zarr.io import parse_url
-    from ome_zarr.reader import Reader
 
     from pipelines.example import write_example
 
@@ -131,13 +129,7 @@ def test_napari_overlays_output_on_input(model_path, tmp_path):
     check_ome_zarr(out)
     viewer = napari.Viewer(show=False)
     try:
-        layers = []
-        for path in (demo, out):
-            node = next(iter(Reader(parse_url(str(path)))()))
-            scale, translation = node.metadata["coordinateTransformations"][0]
-            data = node.data if len(node.data) > 1 else node.data[0]
-            layers.append(viewer.add_image(data, multiscale=len(node.data) > 1, scale=scale["scale"],
-                                           translate=translation["translation"], name=path.name))
+        layers = add_ome_zarr_layers(viewer, (demo, out))
         lr, hr = layers
         np.testing.assert_allclose(lr.data_to_world([-0.5, -0.5]), hr.data_to_world([-0.5, -0.5]))
         np.testing.assert_allclose(lr.data_to_world([39.5, 47.5]), hr.data_to_world([159.5, 191.5]))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import check_ome_zarr
+from conftest import add_ome_zarr_layers, check_ome_zarr
 
 from napari_resshift.engine import Upscaler
 from napari_resshift.loading import make_card, save_model
@@ -70,18 +70,10 @@ def test_the_reader_opens_the_x2_output_on_its_grid(cli_output):
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="napari.Viewer needs a display (run under Xvfb)")
 def test_napari_overlays_the_x2_output_on_its_input(cli_output):
     import napari
-    from ome_zarr.io import parse_url
-    from ome_zarr.reader import Reader
 
     viewer = napari.Viewer(show=False)
     try:
-        layers = []
-        for path in cli_output:
-            node = next(iter(Reader(parse_url(str(path)))()))
-            scale, translation = node.metadata["coordinateTransformations"][0]
-            data = node.data if len(node.data) > 1 else node.data[0]
-            layers.append(viewer.add_image(data, multiscale=len(node.data) > 1, scale=scale["scale"],
-                                           translate=translation["translation"]))
+        layers = add_ome_zarr_layers(viewer, cli_output)
         lr, hr = layers
         np.testing.assert_allclose(lr.data_to_world([-0.5, -0.5]), hr.data_to_world([-0.5, -0.5]))
         np.testing.assert_allclose(lr.data_to_world([39.5, 47.5]), hr.data_to_world([79.5, 95.5]))
