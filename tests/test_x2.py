@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import add_ome_zarr_layers, check_ome_zarr
+from conftest import check_ome_zarr, check_overlay
 
 from napari_resshift.engine import Upscaler
 from napari_resshift.loading import make_card, save_model
@@ -69,17 +69,7 @@ def test_the_reader_opens_the_x2_output_on_its_grid(cli_output):
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="napari.Viewer needs a display (run under Xvfb)")
 def test_napari_overlays_the_x2_output_on_its_input(cli_output):
-    import napari
-
-    viewer = napari.Viewer(show=False)
-    try:
-        layers = add_ome_zarr_layers(viewer, cli_output)
-        lr, hr = layers
-        np.testing.assert_allclose(lr.data_to_world([-0.5, -0.5]), hr.data_to_world([-0.5, -0.5]))
-        np.testing.assert_allclose(lr.data_to_world([39.5, 47.5]), hr.data_to_world([79.5, 95.5]))
-        np.testing.assert_allclose(lr.data_to_world([3, 5]), hr.data_to_world([6.5, 10.5]))
-    finally:
-        viewer.close()
+    check_overlay(*cli_output, scale=2)
 
 
 def test_the_widget_places_an_x2_result_on_its_layer(make_napari_viewer, qtbot, x2_path):
