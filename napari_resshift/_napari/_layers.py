@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import normalization
+from .. import normalization, placement
 from ..engine import Upscaler
 from ..errors import ResShiftError
 from ..tiling import plan_tiles, tiles_for_region
@@ -161,8 +161,8 @@ def resolve_tiling(upscaler: Upscaler, *, tile: int | None, overlap: int | None)
 def geometry(state: dict, *, scale: int, stack_ndim: int, plane: tuple[int, ...] | None, box=None) -> dict:
     """Output placement: pixel centres of each HR block average to their LR pixel's centre in world coordinates.
 
-    In data units an LR pixel i covers HR pixels s·i … s·i+s−1, whose mean centre is s·i + (s−1)/2, so the output's
-    translate is t − L·(S·(s−1)/(2s)) on the spatial axes, with L the layer's rotate·shear (identity: t − S·(s−1)/(2s)).
+    The output's translate is t + L·(S·``placement.hr_offset(s)``) on the spatial axes, with L the layer's
+    rotate·shear (identity: t − S·(s−1)/(2s)).
     A single plane of a stack is placed at that plane's own position on the stack axes, a preview ``box`` (LR pixels)
     at its top-left LR pixel.
     """
@@ -171,7 +171,7 @@ def geometry(state: dict, *, scale: int, stack_ndim: int, plane: tuple[int, ...]
     in_scale = state["scale"]
     ndim = len(in_scale)
     offset = np.zeros(ndim)
-    offset[stack_ndim:] = -(scale - 1) / (2 * scale)
+    offset[stack_ndim:] = placement.hr_offset(scale)
     if plane is not None:
         offset[:stack_ndim] = plane
     if box is not None:
