@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from napari_resshift import precision as precisions
-from napari_resshift.engine import Upscaler
+from napari_resshift.engine import PRECISIONS, Upscaler
 from napari_resshift.loading import make_card
 from napari_resshift.model import ResShiftModel
 from napari_resshift.registry import architecture
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["previous-clean", "clean", "default"],
                    help="shipped model names, model paths or previous-clean")
-    p.add_argument("--precision", nargs="+", default=["auto"], choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--precision", nargs="+", default=["auto"], choices=PRECISIONS,
                    help="each model at each of these (default: auto)")
     p.add_argument("--size", type=int, default=256, help="input side in pixels (default 256)")
     p.add_argument("--tile", type=int, help="tile size for every model (default: each model's own)")

@@ -20,6 +20,14 @@ from .noise import positional_noise
 from .tiling import Tile, blend_tiles
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: fp32, or half precision on a GPU where measured harmless
+DEVICES = ("auto", "cpu", "cuda", "mps")  # what the front-ends offer; pick_device also takes cuda:N
+DEVICE_WORDS = f"{', '.join(DEVICES[:-1])} or {DEVICES[-1]}"  # for help texts and errors
+
+
+def check_precision(precision: str) -> None:
+    """Refuse, in one line, a precision that is none of ``PRECISIONS`` (inference and training alike)."""
+    if precision not in PRECISIONS:
+        raise ResShiftError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -37,7 +45,7 @@ def pick_device(device: str = "auto") -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError:
-        raise ResShiftError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from None
+        raise ResShiftError(f"unknown device {device!r}; use {DEVICE_WORDS}") from None
 
 
 @dataclass
@@ -73,8 +81,7 @@ class Upscaler:
         self.device = pick_device(device)
         if self.device.type == "cpu":
             allocator.keep_freed_memory()
-        if precision not in PRECISIONS:
-            raise ResShiftError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        check_precision(precision)
         if precision == "fp16" and self.device.type == "cpu":
             raise ResShiftError("fp16 is not supported on the CPU; use bf16 or fp32")
         memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format

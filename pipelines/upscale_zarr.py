@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_resshift import noise, placement
-from napari_resshift.engine import PRECISIONS
+from napari_resshift.engine import DEVICE_WORDS, PRECISIONS
 from napari_resshift.errors import ArgumentParser, ResShiftError, reported, run_cli
 from napari_resshift.loading import check_spec, model_names
 from napari_resshift.outofcore import MIN_CHUNK, Layout, cached_upscaler, fit_normalization
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help=f"a model name, {model_names()}; or a model file or folder: "
                    "a .safetensors of training.finetune, or a folder holding an official model's published .pth "
                    "files (default: default, for real images with noise, blur or JPEG; clean: for clean images)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--device", default="auto", help=f"{DEVICE_WORDS} (default: auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: fp32, or bf16/fp16 autocast on a CUDA GPU (bf16 for a latent model on a CPU with "
                         "native bf16) where its output on a calibration tile stays at 40 dB PSNR or more from "

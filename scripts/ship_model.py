@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from napari_resshift.loading import load_project_model, save_model
+from napari_resshift.registry import SHIPPED
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "napari_resshift" / "weights"
@@ -83,7 +84,7 @@ def denoiser_summary(model) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=("default", "clean"))
+    p.add_argument("name", choices=SHIPPED)
     p.add_argument("model", type=Path)
     p.add_argument("--quality", type=Path, required=True, help="bench_quality.py --json output on the held-out "
                    "split the model was chosen on")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from napari_resshift.engine import check_precision
 from napari_resshift.errors import ResShiftError
 from napari_resshift.precision import native_bf16
 
@@ -71,8 +72,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision == "fp16" and device.type != "cuda":
         raise ResShiftError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on this device")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise ResShiftError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+    check_precision(precision)
     return precision
 
 

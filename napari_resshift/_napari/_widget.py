@@ -21,14 +21,13 @@ from qtpy.QtWidgets import QComboBox, QSizePolicy
 from superqt import QCollapsible
 
 from . import _big_layers, _controls, _layers, _model_info, _progress, _run, _view
-from ..engine import Cancelled, Upscaler, pick_device
+from ..engine import DEVICES, Cancelled, Upscaler, pick_device
 from ..errors import ResShiftError, first_line
 from ..loading import load_model
 from ..registry import PRESETS, SHIPPED
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 MODEL_FILE_FILTER = "Models (*.safetensors *.pth *.pt *.ckpt)"
 RUN_TEXT = {True: "Run (whole layer)", False: "Run (visible region)"}  # keyed by: does the next click do it all
 SHOWN_CHARACTERS = 36  # the model list's closed width: the shipped models' lines in full
