@@ -11,7 +11,7 @@ from pathlib import Path
 
 from napari_resshift.errors import ResShiftError, os_message
 
-from . import checks
+from . import checks, storage
 from .readers import PICTURES, TIFFS
 from .readers import ZARR_DOCUMENTS as ZARR_MARKERS
 ZARR_SUFFIXES = (".zarr",)
@@ -35,18 +35,21 @@ def staging_path(output: Path) -> Path:
     return output.with_name(output.name + ".partial.ome.zarr")
 
 
-def is_batch(source: str) -> bool:
-    path = Path(source)
+def is_batch(source) -> bool:
+    path = storage.path(source)
     if path.is_dir():
         return not any((path / m).exists() for m in ZARR_MARKERS) and path.suffix.lower() not in ZARR_SUFFIXES
-    return not path.exists() and glob.has_magic(source)
+    return not path.exists() and glob.has_magic(str(source))
 
 
 def batch_inputs(source: str) -> list[Path]:
     """The images of a folder (not its subfolders, but zarr folders in it) or of a glob pattern, sorted by name.
     Earlier outputs of this pipeline among them (OME-Zarr or TIFF) are no inputs: skipped, and said so once."""
-    path = Path(source)
-    candidates = sorted(path.iterdir()) if path.is_dir() else sorted(Path(p) for p in glob.glob(source))
+    path = storage.path(source)  # a URL's folder or glob is listed by its object store
+    if storage.is_url(path):
+        candidates = sorted(path.iterdir(), key=str) if path.is_dir() else storage.glob(path)
+    else:
+        candidates = sorted(path.iterdir()) if path.is_dir() else sorted(Path(p) for p in glob.glob(source))
     images = [p for p in candidates if _is_image(p)]
     ours = [p for p in images if checks.own_run(p) is not None]
     images = [p for p in images if p not in ours]
@@ -73,7 +76,7 @@ def output_folder(output: str | None) -> Path | None:
     file or a zarr. Created once the inputs are known to be upscalable (``unique_outputs``)."""
     if output is None:
         return None
-    folder = Path(output)
+    folder = storage.path(output)
     zarr_like = folder.is_dir() and any((folder / m).exists() for m in ZARR_MARKERS)
     new_file_name = not folder.exists() and folder.suffix.lower() in TIFFS + ZARR_SUFFIXES
     if zarr_like or new_file_name or folder.is_file() or (folder.exists() and not folder.is_dir()):

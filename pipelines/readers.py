@@ -87,7 +87,7 @@ def _open_array(spec: InputSpec):
 
 
 IDENTITY_BYTES = 1 << 20  # a file's first and last MiB are hashed: cheap for any size, and tells files apart
-ZARR_DOCUMENTS = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+ZARR_DOCUMENTS = storage.ZARR_DOCUMENTS
 
 
 def input_identity(spec: InputSpec) -> dict:

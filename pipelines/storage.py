@@ -110,7 +110,11 @@ class RemotePath:
     def __str__(self) -> str:
         return redact(self.url)
 
-    __format__ = lambda self, spec: format(str(self), spec)  # noqa: E731 - f-strings show the redacted URL
+    def __format__(self, spec: str) -> str:  # f-strings show the redacted URL too
+        return format(str(self), spec)
+
+    def __lt__(self, other: RemotePath) -> bool:
+        return self.url < other.url
 
     def __repr__(self) -> str:
         return f"RemotePath({str(self)!r})"
@@ -224,7 +228,7 @@ def missing(location: RemotePath) -> str:
     return f"{location}: nothing is stored there; check the URL"
 
 
-ZARR_DOCUMENTS = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
+ZARR_DOCUMENTS = ("zarr.json", ".zarray", ".zgroup", ".zattrs")  # what makes a folder a zarr
 
 
 def _http_exists(fs, url: str) -> bool:
@@ -319,6 +323,16 @@ def remove_tree(location, *, missing_ok: bool = False) -> None:
         fs.invalidate_cache()
 
 
+def glob(pattern: RemotePath) -> list[RemotePath]:
+    """The objects and prefixes that a URL with wildcards names, sorted (an object store lists; HTTP cannot)."""
+    if pattern.protocol in ("http", "https"):
+        raise ResShiftError(f"{pattern}: a web server cannot be listed; pass each URL on its own")
+    with storage_errors(pattern):
+        found = pattern._fresh().glob(pattern.key)
+    scheme = pattern.url.split("://", 1)[0]
+    return [RemotePath(f"{scheme}://{p}", pattern.options) for p in sorted(found)]
+
+
 # -- failures ---------------------------------------------------------------------------------------------------------
 
 def _chain(exc: BaseException):
@@ -357,7 +371,10 @@ def explain(exc: BaseException, where) -> str | None:
     chain = [e for e in _chain(exc) if _code(e) or _raised_by_storage(e) or
              not isinstance(e, (FileNotFoundError, PermissionError, TimeoutError))]
     names, codes = {type(e).__name__ for e in chain}, {_code(e) for e in chain}
-    first = lambda kinds: next(e for e in chain if type(e).__name__ in kinds)  # noqa: E731
+
+    def first(kinds: set[str]) -> BaseException:
+        return next(e for e in chain if type(e).__name__ in kinds)
+
     refused = any(text in str(e).lower() for e in chain for text in CREDENTIAL_TEXTS)  # s3fs may drop the code
     if codes & CREDENTIAL_CODES or refused:
         return f"{where}: the storage refused the credentials (unknown key or wrong secret); {CREDENTIALS}"
@@ -366,7 +383,8 @@ def explain(exc: BaseException, where) -> str | None:
                 "'{\"anon\": true}' for a public bucket")
     if names & UNREACHABLE:
         return (f"{where}: cannot reach the storage endpoint ({scrub(first_line(first(UNREACHABLE)))}); check the "
-                "URL, AWS_ENDPOINT_URL (or endpoint_url in --storage-options) and the network")
+                "URL, AWS_ENDPOINT_URL (or endpoint_url in --storage-options) and the network (an unfinished output is "
+                "finished by --resume)")
     if names & DROPPED:
         return (f"{where}: the connection to the storage dropped ({min(names & DROPPED)}); the output stays "
                 "unfinished: rerun with --resume once the storage is reachable")

@@ -108,12 +108,9 @@ def dispatch(args) -> int:
     """A folder or glob of inputs one file at a time, each resumable; a TIFF output through a staging OME-Zarr."""
     if args.example or not args.input or not batch.is_batch(args.input):
         return run_to(args, args.input, where(args, args.output) if args.output else None)
-    if storage.is_url(args.input):
-        raise ResShiftError(f"{where(args, args.input)}: a folder or glob of URLs is not supported; pass each URL on "
-                            "its own")
     checks.check_arguments(args)  # once for all inputs, before any is read
-    sources = batch.batch_inputs(args.input)
-    folder = batch.output_folder(args.output)
+    sources = batch.batch_inputs(where(args, args.input))
+    folder = batch.output_folder(where(args, args.output) if args.output else None)
     check_spec(args.model)
     scale = load(args).scale  # a model that cannot load fails once, before any input
     targets = batch.unique_outputs(sources, [default_output(s, scale=scale) for s in sources], folder)
@@ -122,7 +119,7 @@ def dispatch(args) -> int:
         if not args.quiet:
             print(f"[{k}/{len(sources)}] {source}")
         try:
-            run_to(args, str(source), target)
+            run_to(args, source if storage.is_url(source) else str(source), target)
         except (ResShiftError, OSError) as exc:  # one input's problem: the others are still upscaled
             failed.append((source, exc))
     batch.check_failed(failed, len(sources))

@@ -5,8 +5,10 @@ without a credential, leaving nothing that looks complete.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
+import io
 import json
 import logging
 import os
@@ -14,6 +16,7 @@ import re
 import socket
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -71,7 +74,7 @@ def s3():
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """A static file server that answers ``Range: bytes=a-b`` with 206 and counts requests and body bytes."""
 
-    counts = {"requests": 0, "bytes": 0, "ranges": []}
+    counts: ClassVar[dict] = {"requests": 0, "bytes": 0, "ranges": []}
 
     def log_message(self, *args):  # the test's output stays clean
         pass
@@ -240,6 +243,83 @@ def test_s3_output_resumes_and_refuses_like_a_local_disk(s3, tiny_model_path, ca
     assert upscale_zarr.main([*args, "--overwrite"]) == 0
 
 
+class DroppingProxy:
+    """A TCP proxy in front of the S3 server that, once ``after`` chunk writes of level 0 went through, closes every
+    connection and refuses new ones: the storage vanishes in the middle of a run."""
+
+    def __init__(self, target: str, *, after: int):
+        self.target = ("127.0.0.1", int(target.rsplit(":", 1)[1]))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.after, self.writes, self.dropped, self.open = after, 0, False, []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.dropped:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self.open += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
+
+    def _pipe(self, source, sink) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(1 << 16):
+                if re.match(rb"PUT /bkt/[^ ]*/0/c/", data):
+                    self.writes += 1
+                    if self.writes > self.after:
+                        self.drop()
+                        return
+                sink.sendall(data)
+
+    def drop(self) -> None:
+        self.dropped = True
+        for s in [self.listener, *self.open]:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+def test_connection_dropped_mid_run_then_resume_equals_an_uninterrupted_run(s3, tiny_model_path, tmp_path, capsys):
+    """The storage vanishes after two chunks are written: one line naming the problem and --resume, exit 2, an output
+    that does not look complete; --resume once it is back computes the rest, equal to a local run bit for bit."""
+    data = image((40, 40), seed=5)
+    zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=data.shape, chunks=(16, 16), dtype=data.dtype)[:] = data
+    s3_array("drop/in.zarr", data)
+    model = ["--model", tiny_model_path, *TILING]
+    assert upscale_zarr.main([str(tmp_path / "in.zarr"), "-o", str(tmp_path / "out.ome.zarr"), *model]) == 0
+    proxy = DroppingProxy(s3["AWS_ENDPOINT_URL"], after=2)
+    args = ["s3://bkt/drop/in.zarr", "-o", "s3://bkt/drop/out.ome.zarr", *model]
+    capsys.readouterr()
+    assert upscale_zarr.main([*args, "--storage-options", json.dumps({"endpoint_url": proxy.url})]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert proxy.dropped and len(err) == 1 and "--resume" in err[0] and "storage" in err[0], err
+    assert KEY_ID not in err[0] and SECRET not in err[0]
+    attrs = open_s3_group("drop/out.ome.zarr").attrs.asdict()
+    assert ome.run_status(attrs) == "running" and ome.read_multiscales(attrs) is None
+    assert upscale_zarr.main([*args, "--resume"]) == 0
+    got, want = levels(open_s3_group("drop/out.ome.zarr")), levels(zarr.open_group(str(tmp_path / "out.ome.zarr")))
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_glob_of_s3_tiffs_is_a_batch(s3, tiny_model_path):
+    """A quoted glob of URLs: each match upscaled on its own, its output beside it in the bucket."""
+    fs = s3_path("x").fs
+    for k in range(2):
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, image((24, 24), seed=k), tile=(16, 16), photometric="minisblack")
+        fs.pipe_file(f"{BUCKET}/batch/scan{k}.tif", buffer.getvalue())
+    assert upscale_zarr.main(["s3://bkt/batch/*.tif", "--model", tiny_model_path, *TILING]) == 0
+    outputs = sorted({p.split("/")[2] for p in stored("batch") if ".ome.zarr" in p})
+    assert len(outputs) == 2 and all(name.startswith(("scan0_x", "scan1_x")) for name in outputs), outputs
+    for name in outputs:
+        assert ome.run_status(open_s3_group(f"batch/{name}").attrs.asdict()) == "complete"
+
+
 # -- range requests --------------------------------------------------------------------------------------------------
 
 def test_http_tiff_read_fetches_only_the_ranges_it_needs(web):
@@ -284,7 +364,10 @@ def missing_port() -> str:
 def cases(web_url: str, model: str) -> dict[str, tuple[list[str], str]]:
     """name -> (arguments, what the line must say)."""
     m = ["--model", model, *TILING]
-    opts = lambda o: ["--storage-options", json.dumps(o)]  # noqa: E731
+
+    def opts(options: dict) -> list[str]:
+        return ["--storage-options", json.dumps(options)]
+
     return {
         "input bucket missing": (["s3://nobucket/in.zarr", *m], "bucket 'nobucket' does not exist"),
         "input key missing": (["s3://bkt/nothing.zarr", *m], "nothing is stored there"),
@@ -304,7 +387,8 @@ def cases(web_url: str, model: str) -> dict[str, tuple[list[str], str]]:
                                            *m], "not an output of this pipeline"),
         "resume of a foreign output": (["s3://bkt/bad/in.zarr", "-o", "s3://bkt/bad/foreign.zarr", "--resume", *m],
                                        "not an output of this pipeline"),
-        "glob of urls": (["s3://bkt/bad/*.zarr", *m], "a folder or glob of URLs is not supported"),
+        "glob of web urls": ([f"{web_url}/*.tif", *m], "a web server cannot be listed"),
+        "glob of urls matching nothing": (["s3://bkt/bad/*.png", *m], "no images found"),
         "unsupported scheme": (["ftp://127.0.0.1/in.zarr", *m], "ftp:// is not supported"),
         "storage options not json": (["s3://bkt/bad/in.zarr", *m, *["--storage-options", "{anon: true"]],
                                      "--storage-options is not JSON"),
