@@ -20,7 +20,7 @@ from . import normalization
 from .engine import Upscaler
 from .errors import ResShiftError
 from .normalization import Normalization
-from .tiling import Tile, blend_tiles, plan_tiles, tile_groups, tiles_for_region
+from .tiling import Tile, TilePlan, blend_tiles, plan_plane, plan_tiles, tiles_for_region  # noqa: F401 - plan_tiles: tests
 
 AXES = "tczyx"  # the axis names understood; only y and x are upscaled
 BLOCK_CHUNKS = 8  # chunks per block side: a block computes each tile once, tiles on its border are shared with the next
@@ -230,10 +230,11 @@ def _write(target, layout: Layout, index: dict, box, data: np.ndarray) -> None:
 
 @dataclass
 class PreparedBlock:
-    """A block's unfinished chunks and its LR window, read and normalised: all a compute needs from the source."""
+    """A block's unfinished chunks, its tile plan and its LR window, read and normalised: all a compute needs."""
 
     block: Block
     todo: list[tuple[int, int]]
+    plan: TilePlan  # made once here; the compute and every chunk's blend use it
     window: torch.Tensor  # [C, h, w] in [-1, 1]
     origin: tuple[int, int]
     norm: Normalization
@@ -249,16 +250,17 @@ def prepare_block(
     if not todo:
         return None
     dtype = np.dtype(dtype) if dtype is not None else normalization.check_dtype(np.dtype(source.dtype))
-    tiles = plan_tiles(layout.height, layout.width, tile=layout.tile, overlap=layout.overlap)
+    plan = plan_plane(layout.height, layout.width, tile=layout.tile, overlap=layout.overlap, batch=batch)
+    tiles = plan.tiles
     needed = {i for c in todo for i in tiles_for_region(tiles, layout.chunk_box(*c), layout.scale)}
-    used = [tiles[i] for g in tile_groups(tiles, batch=batch) if needed & set(g) for i in g]  # whole batches
+    used = [tiles[i] for g in plan.groups if needed & set(g) for i in g]  # whole batches
     y0 = max(0, min(t.y0 for t in used) - ALPHA_HALO)
     x0 = max(0, min(t.x0 for t in used) - ALPHA_HALO)
     y1 = min(layout.height, max(t.y0 + t.h for t in used) + ALPHA_HALO)
     x1 = min(layout.width, max(t.x0 + t.w for t in used) + ALPHA_HALO)
     plane_norm = _plane_norm(norm, layout, dict(block.index))
     window = _read_window(source, layout, dict(block.index), (y0, x0, y1, x1), plane_norm)
-    return PreparedBlock(block, todo, window, (y0, x0), plane_norm, dtype)
+    return PreparedBlock(block, todo, plan, window, (y0, x0), plane_norm, dtype)
 
 
 def compute_block(
@@ -266,16 +268,13 @@ def compute_block(
     prepared: PreparedBlock,
     layout: Layout,
     *,
-    batch: int,
     seed: int = 0,
     write: Callable[[tuple[int, int], np.ndarray], None],
 ) -> int:
     """Upscale the prepared chunks, each tile once, handing each finished chunk to ``write(chunk, data)``."""
     scale, height, width = layout.scale, layout.height, layout.width
-    block, window, origin = prepared.block, prepared.window, prepared.origin
-    tiles = plan_tiles(height, width, tile=layout.tile, overlap=layout.overlap)
-    groups = tile_groups(tiles, batch=batch)  # the batches blend_tiles computes together
-    group_of = {i: g for g, members in enumerate(groups) for i in members}
+    block, window, origin, plan = prepared.block, prepared.window, prepared.origin, prepared.plan
+    tiles, groups, group_of = plan.tiles, plan.groups, plan.group_of  # groups: the batches blend_tiles computes
     boxes = {c: layout.chunk_box(*c) for c in prepared.todo}
     needs = {c: {group_of[i] for i in tiles_for_region(tiles, box, scale)} for c, box in boxes.items()}
     uses = Counter(g for gs in needs.values() for g in gs)  # a batch stays cached while a chunk still needs it
@@ -289,7 +288,8 @@ def compute_block(
         return torch.stack([cache[t] for t in group])
 
     for c in prepared.todo:
-        hr = blend_tiles(run, view, scale=scale, tile=layout.tile, overlap=layout.overlap, box=boxes[c], batch=batch)
+        hr = blend_tiles(run, view, scale=scale, tile=layout.tile, overlap=layout.overlap, box=boxes[c],
+                         batch=plan.batch, plan=plan)
         if not layout.rgb:
             hr = hr.mean(0, keepdim=True)
         elif window.shape[0] == 4:
@@ -337,8 +337,7 @@ def upscale_block(
     prepared = prepare_block(source, layout, block, norm=norm, batch=batch, dtype=dtype, done=done)
     if prepared is None:
         return 0
-    return compute_block(upscaler, prepared, layout, batch=batch, seed=seed,
-                         write=_writer(target, layout, block, on_chunk))
+    return compute_block(upscaler, prepared, layout, seed=seed, write=_writer(target, layout, block, on_chunk))
 
 
 def upscale_into(
@@ -402,7 +401,7 @@ def _pipelined(upscaler, source, target, layout, blocks, *, norm, seed, dtype, d
                     behind.append(writer.submit(write, c, data))
                     settle()
 
-                written += compute_block(upscaler, prepared, layout, batch=batch, seed=seed, write=queue)
+                written += compute_block(upscaler, prepared, layout, seed=seed, write=queue)
             settle(wait_all=True)
         except BaseException:
             for future in behind + ahead:

@@ -6,7 +6,7 @@ whole-image run.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -76,6 +76,8 @@ def blend_weight(tile: Tile, height: int, width: int, *, scale: int, overlap: in
 
 
 TileRunner = Callable[[torch.Tensor, list[Tile]], torch.Tensor]
+
+
 def tile_groups(tiles: list[Tile], *, batch: int) -> list[list[int]]:
     """Consecutive tiles of one tile row and one shape, at most ``batch`` each: a fixed function of the layout,
     so a tile is always computed in the same batch and its result never depends on which region asked for it."""
@@ -86,6 +88,32 @@ def tile_groups(tiles: list[Tile], *, batch: int) -> list[list[int]]:
             groups.append([])
         groups[-1].append(i)
     return groups
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """A plane's tiles and the batches they are computed in, built once (per plane or per out-of-core block) and
+    passed to whatever needs them: reading a block's window, caching its batches, blending its chunks."""
+
+    height: int
+    width: int
+    tile: int
+    overlap: int
+    batch: int
+    tiles: list[Tile] = field(compare=False)
+    groups: list[list[int]] = field(compare=False)  # tile indices of each batch, from :func:`tile_groups`
+    group_of: list[int] = field(compare=False)  # each tile's batch, as an index into ``groups``
+
+
+def plan_plane(height: int, width: int, *, tile: int, overlap: int, batch: int) -> TilePlan:
+    """The tiles of a ``height`` x ``width`` LR plane and their batches of at most ``batch``."""
+    tiles = plan_tiles(height, width, tile=tile, overlap=overlap)
+    groups = tile_groups(tiles, batch=batch)
+    group_of = [0] * len(tiles)
+    for g, members in enumerate(groups):
+        for i in members:
+            group_of[i] = g
+    return TilePlan(height, width, tile, overlap, batch, tiles, groups, group_of)
 
 
 def tiles_for_region(tiles: Iterable[Tile], box: tuple[int, int, int, int], scale: int) -> list[int]:
@@ -110,9 +138,12 @@ def blend_tiles(
     feather: bool = True,
     batch: int | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    plan: TilePlan | None = None,
 ) -> torch.Tensor:
     """Upscale ``lr`` [C, H, W] tile by tile and blend into HR ``box``; ``run(lr_tiles [B, C, h, w], tiles)`` gives
     the HR tiles of one batch of :func:`tile_groups` (``batch`` tiles, by default :func:`batch_for` the tile size).
+    ``plan``: the plane's :func:`plan_plane` when the caller has it (it must be of this plane, tile, overlap and
+    batch); else it is made here.
 
     Tiles are visited in the same global order and batched in the same groups, so a region's pixels are
     bit-identical to the same pixels of the whole-image result. ``on_tile(done, total)`` reports progress and may
@@ -122,16 +153,20 @@ def blend_tiles(
     if box is None:
         box = (0, 0, height * scale, width * scale)
     by0, bx0, by1, bx1 = box
-    tiles = plan_tiles(height, width, tile=tile, overlap=overlap)
-    todo = tiles_for_region(tiles, box, scale)
     batch = batch_for(tile) if batch is None else batch
-    group_of = {i: g for g in tile_groups(tiles, batch=batch) for i in g}
+    if plan is None:
+        plan = plan_plane(height, width, tile=tile, overlap=overlap, batch=batch)
+    elif (plan.height, plan.width, plan.tile, plan.overlap, plan.batch) != (height, width, tile, overlap, batch):
+        raise ValueError(f"the tile plan {plan} is not this plane's ({height} x {width}, tile {tile}, overlap "
+                         f"{overlap}, batch {batch})")
+    tiles = plan.tiles
+    todo = tiles_for_region(tiles, box, scale)
     ready: dict[int, torch.Tensor] = {}
     acc = None
     weight_sum = torch.zeros(by1 - by0, bx1 - bx0, dtype=torch.float32)
     for done, i in enumerate(todo):
         if i not in ready:
-            group = group_of[i]
+            group = plan.groups[plan.group_of[i]]
             patches = torch.stack([lr[:, t.y0:t.y0 + t.h, t.x0:t.x0 + t.w] for t in (tiles[j] for j in group)])
             ready.update(zip(group, run(patches, [tiles[j] for j in group]).float().cpu()))
         t, out = tiles[i], ready.pop(i)

@@ -123,3 +123,32 @@ def test_model_is_cached_per_spec(tmp_path):
     path = save_model(model, tmp_path / "tiny.safetensors", make_card(model, name="tiny"))
     a = outofcore.cached_upscaler(str(path), device="cpu")
     assert outofcore.cached_upscaler(str(path), device="cpu") is a
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_tile_plan_is_built_once_per_block(upscaler, monkeypatch, prefetch):
+    """Reading a block's window, computing its batches and blending each of its chunks share one tile plan; the
+    result is the whole-image engine's, bit for bit."""
+    from napari_resshift import tiling
+
+    planned = []
+    original = tiling.plan_tiles
+
+    def counting(*args, **kwargs):
+        planned.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiling, "plan_tiles", counting)
+    monkeypatch.setattr(outofcore, "plan_tiles", counting)
+    image = (np.random.default_rng(4).random((30, 40)) * 1000).astype(np.float32)
+    layout = outofcore.Layout("yx", image.shape, upscaler.scale, TILE, OVERLAP, min_chunk=1)
+    blocks = layout.blocks(side=2)
+    assert len(blocks) > 1 and all(len(b.rows) * len(b.cols) > 1 for b in blocks)  # several chunks per block
+    norm = outofcore.fit_normalization(image, layout)
+    target = np.zeros(layout.target_shape, np.float32)
+    outofcore.upscale_into(upscaler, image, target, layout, norm=norm, seed=5, dtype="float32", blocks=blocks,
+                           prefetch=prefetch)
+    assert len(planned) == len(blocks)
+    monkeypatch.undo()
+    ref = upscaler.upscale(image, seed=5, tile=TILE, overlap=OVERLAP, norm=norm).image
+    np.testing.assert_array_equal(target, ref)
