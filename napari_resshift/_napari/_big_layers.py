@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import outofcore
-from ._layers import Job, Output, job_record
+from ._job import Job, Output, job_record
 from ..engine import Upscaler
 from ..errors import ResShiftError
 

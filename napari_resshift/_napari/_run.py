@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from . import _big_layers, _layers
+from . import _big_layers, _in_memory, _job
 from ..engine import Upscaler
 from ..errors import ResShiftError
 
@@ -51,12 +51,12 @@ def sampling_steps(upscaler: Upscaler, steps: int | None):
 
 def run(
     load: Callable[[str], Upscaler],
-    job: _layers.Job,
+    job: _job.Job,
     *,
     device: str,
     memory_limit: int,
     report: Callable[..., None],
-) -> tuple[_layers.Output, int]:
+) -> tuple[_job.Output, int]:
     """Load with ``load(device)`` and run ``job``; returns (output, scale).
 
     ``report("model", scale, card)``, ``report("plane", number, planes)``, ``report("tile", done, total)`` and
@@ -65,7 +65,7 @@ def run(
     """
     upscaler = load(device)
     report("model", upscaler.scale, upscaler.card)
-    tile, overlap = _layers.resolve_tiling(upscaler, tile=job.tile, overlap=job.overlap)
+    tile, overlap = _in_memory.resolve_tiling(upscaler, tile=job.tile, overlap=job.overlap)
     attempts = fallback_plan(tile, overlap, upscaler.device.type)
     for n, (tile, on) in enumerate(attempts):
         if on != upscaler.device.type:
@@ -93,8 +93,8 @@ def _run_once(upscaler: Upscaler, job, *, tile: int, overlap: int, memory_limit:
     def on_plane(number, planes):
         report("plane", number, planes)
 
-    if job.box is None and _layers.estimate_bytes(job, scale=upscaler.scale) > memory_limit:
+    if job.box is None and _in_memory.estimate_bytes(job, scale=upscaler.scale) > memory_limit:
         output = _big_layers.run_job(upscaler, job, tile=tile, overlap=overlap, on_chunk=on_tile)
     else:
-        output = _layers.run_job(upscaler, job, tile=tile, overlap=overlap, on_tile=on_tile, on_plane=on_plane)
+        output = _in_memory.run_job(upscaler, job, tile=tile, overlap=overlap, on_tile=on_tile, on_plane=on_plane)
     return output, upscaler.scale

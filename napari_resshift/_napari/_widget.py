@@ -20,7 +20,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 from superqt import QCollapsible
 
-from . import _big_layers, _controls, _layers, _model_info, _progress, _run, _view
+from . import _big_layers, _controls, _job, _model_info, _output_layers, _progress, _run, _view
 from ..engine import DEVICES, Cancelled, Upscaler, pick_device
 from ..errors import ResShiftError, first_line
 from ..loading import load_model
@@ -309,13 +309,13 @@ class ResShiftWidget(Container):
             layer = self.layer.value
             if layer is None:  # name what is there instead, e.g. a labels layer
                 layer = next((other for other in self.viewer.layers if not isinstance(other, Image)), None)
-            _layers.check_layer(layer)
+            _job.check_layer(layer)
             box = None
             if preview is None:
                 preview = self._show_run_text()  # the label and the action from one decision
             if preview:
                 box = _view.visible_box(self.viewer, layer)
-            job = _layers.make_job(
+            job = _job.make_job(
                 layer,
                 current_step=self.viewer.dims.current_step,
                 whole_stack=self.scope.value and box is None,
@@ -382,7 +382,7 @@ class ResShiftWidget(Container):
             lambda on: self._load_upscaler(key, on, precision), job, device=device, memory_limit=self.memory_limit,
             report=report,
         )
-        return _layers.output_layers(job, output, scale=scale)
+        return _output_layers.output_layers(job, output, scale=scale)
 
     def _on_yield(self, event):
         kind, *args = event
@@ -404,7 +404,7 @@ class ResShiftWidget(Container):
     def _on_done(self, outcome, job):
         kind, *rest = outcome
         if kind == "ok":
-            layers = _layers.displayable(rest[0])
+            layers = _output_layers.displayable(rest[0])
             for data, kwargs, _ in layers:
                 self.viewer.add_image(data, **kwargs)
             info = layers[0][1]["metadata"]["resshift"]
