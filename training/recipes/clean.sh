@@ -19,7 +19,8 @@
 # the chain on 256-px crops (wider than its receptive field) of the files of at least 256 px, stopped at 2,000 of 2,400;
 # stage 18 moves to the split by sources (training/recipes/split.py --by sources) and its new sources, each source
 # its own --data entries drawn alike (--draw entries): 6 per natural source, 3 per microscopy source and 1 per
-# satellite source (43% / 27% / 30% of the crops), the chain loss at kappa 0.002 on 192-px crops.
+# satellite source (43% / 27% / 30% of the crops), the chain loss at kappa 0.002 on 192-px crops. Stage 18 is in
+# training and not shipped: the shipped weights are stage 17's.
 # Stages 1-14 train at kappa 0.02 and sample better at 0.002 (the sampler's noise costs PSNR), where 15-17 train.
 # Validation: 12 crops of the held-out split. STOP=N stops a stage at iteration N of its schedule (--stop-at), where
 # the shipped chain stopped it. Stage 7 ends at 7,500 of its 40,000 iterations; an annealed stage 8 of 22,000 more

@@ -13,12 +13,7 @@
 # Stages 1-8 trained at kappa 0.02 and sample better at 0.002 (the sampler's noise costs PSNR). Stage 9 trains the
 # whole 4-step chain at 0.002 on the L1 of its sampled result (--loss chain, as clean's last stages) with satellite
 # weighted up (30 blind + 6 bicubic listed, 17% of the crops), where default's lead over clean on blind satellite
-# was narrowest. Stage 10 moves to the split by sources (training/recipes/split.py --by sources: whole photo
-# collections, microscopes and sensors held out) and its new sources, draws every --data entry alike (--draw entries,
-# each source its own entries, so small sources are not drowned), and adds the mild end of each domain's
-# degradations (mild-natural is the ResShift authors' test degradation): per natural source 6 blind, 6 mild and 1
-# bicubic entries (35% of the crops), per microscopy source 5 bicubic, 2 mild, 2 blind (30%), per satellite source
-# one each (34%).
+# was narrowest. The shipped weights are stage 9's.
 # Usage: bash training/recipes/default.sh [DATA=../shared/data] [RUNS=runs/default] [DEVICE=auto] [CLEAN=runs/clean]
 # CLEAN: a run of training/recipes/clean.sh (made first if it is missing). The shipped stage 1 started from clean's
 # stage 1 at iteration 5500 of 8412.
@@ -26,22 +21,15 @@ set -euo pipefail
 DATA=${1:-../shared/data}; R=${2:-runs/default}; DEV=${3:-auto}; CLEAN=${4:-runs/clean}
 [ -f "$CLEAN/stage1/model.safetensors" ] || bash training/recipes/clean.sh "$DATA" "$CLEAN" "$DEV"
 T="$CLEAN/split192/train"; V="$CLEAN/split192/val"
-python -m training.recipes.split "$DATA" "$R/sources192" --by sources --min-side 192 > /dev/null
-S="$R/sources192/train"
 times() { local n=$1; shift; for _ in $(seq "$n"); do printf '%s ' "$@"; done; }
 stage() {  # NAME INIT LR ITERATIONS SEED DATA...
   local name=$1 init=$2 lr=$3 its=$4 seed=$5; shift 5
   python -m training.finetune --init "$init" --degradation bicubic --data "$@" \
-    --val-data "blind-natural=${VAL:-$V}/natural" "blind-microscopy=${VAL:-$V}/microscopy" \
-    "blind-satellite=${VAL:-$V}/satellite" \
+    --val-data "blind-natural=$V/natural" "blind-microscopy=$V/microscopy" "blind-satellite=$V/satellite" \
     --val-fraction 0 --val-images 12 --val-size 192 --crop 192 --batch 8 --lr "$lr" --min-lr 1e-6 --warmup 100 \
     --ema 0.999 --clip 1.0 --rollout 0.75 --iterations "$its" --checkpoint-every 250 --val-every 2000 --workers 0 \
     --no-tensorboard --device "$DEV" --seed "$seed" --name default --run "$R/$name" ${LOSS:+--loss "$LOSS"} \
-    ${KAPPA:+--kappa "$KAPPA"} ${DRAW:+--draw "$DRAW"}
-}
-each() {  # COUNTS... -- FOLDERS...: for every folder, COUNT entries of each DEGRADATION=COUNT
-  local counts=() f c; while [ "$1" != -- ]; do counts+=("$1"); shift; done; shift
-  for f in "$@"; do for c in "${counts[@]}"; do times "${c#*=}" "${c%=*}=$f"; done; done
+    ${KAPPA:+--kappa "$KAPPA"}
 }
 stage stage1 "$CLEAN/stage1/model.safetensors" 2e-4 8000 0 "blind-natural=$T/natural" \
   $(times 3 "blind-microscopy=$T/microscopy") $(times 8 "blind-satellite=$T/satellite")
@@ -66,7 +54,3 @@ stage stage8 "$R/stage7/model.safetensors" 6e-5 2000 8 $(times 3 "blind-natural=
 LOSS=chain KAPPA=0.002 stage stage9 "$R/stage8/model.safetensors" 3e-5 2000 24 $(times 3 "blind-natural=$T/natural") \
   "bicubic=$T/natural" "blind-microscopy=$T/microscopy" $(times 30 "bicubic=$T/microscopy") \
   $(times 30 "blind-satellite=$T/satellite") $(times 6 "bicubic=$T/satellite")
-LOSS=chain KAPPA=0.002 DRAW=entries VAL="$R/sources192/val" stage stage10 "$R/stage9/model.safetensors" 5e-5 1600 25 \
-  $(each blind-natural=6 mild-natural=6 bicubic=1 -- "$S"/natural/*) \
-  $(each bicubic=5 mild-microscopy=2 blind-microscopy=2 -- "$S"/microscopy/*) \
-  $(each blind-satellite=1 mild-satellite=1 bicubic=1 -- "$S"/satellite/*)
