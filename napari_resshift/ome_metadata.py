@@ -49,6 +49,11 @@ def run_status(attrs: dict) -> str | None:
     return marker.get("status") if isinstance(marker, dict) else None
 
 
+def unfinished(attrs: dict) -> bool:
+    """Whether ``attrs`` are an upscaling output's whose run has not completed (readers refuse it: it has holes)."""
+    return run_status(attrs) not in (None, "complete")
+
+
 def compose(transforms: list[dict], ndim: int) -> tuple[list[float], list[float]]:
     """Scale and translation of a list of NGFF scale / translation / identity transforms applied in order."""
     scale, translation = [1.0] * ndim, [0.0] * ndim

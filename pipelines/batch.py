@@ -11,11 +11,12 @@ from pathlib import Path
 
 from napari_resshift.errors import ResShiftError, os_message
 
-from . import checks, storage
+from . import checks, storage, tiff_output
 from .readers import PICTURES, TIFFS
 from .readers import ZARR_DOCUMENTS as ZARR_MARKERS
 ZARR_SUFFIXES = (".zarr",)
 IMAGE_SUFFIXES = TIFFS + PICTURES
+STAGING = ".partial.ome.zarr"  # a TIFF output's resumable OME-Zarr, beside it until the TIFF is written
 
 
 def output_kind(path: Path) -> str:
@@ -32,7 +33,7 @@ def output_kind(path: Path) -> str:
 
 def staging_path(output: Path) -> Path:
     """Where a TIFF output is computed first, resumably: an OME-Zarr beside it, removed once the TIFF is written."""
-    return output.with_name(output.name + ".partial.ome.zarr")
+    return output.with_name(output.name + STAGING)
 
 
 def is_batch(source) -> bool:
@@ -64,7 +65,7 @@ def batch_inputs(source: str) -> list[Path]:
 
 
 def _is_image(path: Path) -> bool:
-    if path.name.startswith(".") or path.name.endswith((".partial", ".partial.ome.zarr")):
+    if path.name.startswith(".") or path.name.endswith((tiff_output.PARTIAL, STAGING)):
         return False
     if path.is_dir():
         return path.suffix.lower() in ZARR_SUFFIXES or any((path / m).exists() for m in ZARR_MARKERS)

@@ -19,7 +19,7 @@ from napari_resshift.errors import ResShiftError, reported
 from napari_resshift.normalization import check_dtype, is_rgba
 from napari_resshift.outofcore import AXES
 
-from . import geotiff, ome, storage
+from . import geotiff, storage
 
 TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 PICTURES = (".png", ".jpg", ".jpeg")
@@ -208,8 +208,7 @@ def _open_zarr(path: Path) -> InputImage:
         axes = axes or _guess_axes(node.shape)
         return InputImage(InputSpec.of(path, "zarr"), node, axes, axes.endswith("c") and node.shape[-1] in (3, 4))
     attrs = node.attrs.asdict()
-    status = ome.run_status(attrs)
-    if status is not None and status != "complete":
+    if ome_metadata.unfinished(attrs):
         raise ResShiftError(f"{path}: an unfinished upscaling output (run interrupted); finish it with --resume")
     parsed = ome_metadata.parse_image(attrs)
     if parsed is None:

@@ -15,12 +15,13 @@ from napari_resshift.ome_metadata import RUN_MARKER, parse_image
 from . import geotiff
 
 TILE = 256
+PARTIAL = ".partial"  # a TIFF output's name while it is written; batches skip such files
 MARKER_TAG = 65235  # private (reusable range): the output's marker, JSON {"resshift": {"status": ..., "params": ...}}
 
 
 def partial_path(target: Path) -> Path:
     """The file a TIFF output is written to before it is renamed: a kill leaves this, never a half ``target``."""
-    return target.with_name(target.name + ".partial")
+    return target.with_name(target.name + PARTIAL)
 
 
 def read_marker(path: Path) -> dict | None:

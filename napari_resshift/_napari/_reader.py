@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..ome_metadata import OmeImage, parse_image, run_status
+from ..ome_metadata import OmeImage, parse_image, unfinished
 
 REFUSED = [(None,)]  # napari's "read, nothing to add": no other reader then opens the partial data
 
@@ -32,8 +32,7 @@ def _inspect(path: Path) -> tuple[OmeImage | None, str] | None:
         attrs = group.attrs.asdict()
     except Exception:  # noqa: BLE001 - whatever makes it unreadable, it is not for this reader
         return None
-    status = run_status(attrs)
-    if status is not None and status != "complete":
+    if unfinished(attrs):
         return None, (f"{path.name}: an unfinished upscaling output (the run was interrupted); finish it with "
                       f"python -m pipelines.upscale_zarr INPUT -o {path} --resume")
     try:
