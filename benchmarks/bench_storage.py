@@ -145,6 +145,7 @@ def main() -> None:
                 assert upscale_zarr.main([source, "-o", target, *flags, *extra]) == 0
                 times.append(time.perf_counter() - start)
                 counts.append((proxy.requests, proxy.received))
+                print(f"{where}: {times[-1]:.1f} s, {proxy.requests} requests, {proxy.received} bytes", flush=True)
             group = zarr.open_group(storage.zarr_store(storage.path(target), read_only=True), mode="r")
             level0 = group["0"]
             tiles = int(np.prod([-(-n // c) for n, c in zip(level0.shape, level0.chunks)]))
