@@ -50,7 +50,7 @@ def batch_inputs(source: str) -> list[Path]:
     if storage.is_url(path):
         candidates = sorted(path.iterdir(), key=str) if path.is_dir() else storage.glob(path)
     else:
-        candidates = sorted(path.iterdir()) if path.is_dir() else sorted(Path(p) for p in glob.glob(source))
+        candidates = sorted(path.iterdir()) if path.is_dir() else sorted(Path(p) for p in glob.glob(str(source)))
     images = [p for p in candidates if _is_image(p)]
     ours = [p for p in images if checks.own_run(p) is not None]
     images = [p for p in images if p not in ours]
