@@ -26,6 +26,7 @@ from .example import write_example
 
 IMAGE_SUFFIXES = (".zarr", ".ome", ".tiff", ".tif", ".btf", ".png", ".jpeg", ".jpg")  # stripped from output names
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="python -m pipelines.upscale_zarr",
