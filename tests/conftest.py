@@ -92,28 +92,24 @@ def messages():
     notification_manager.notification_ready.disconnect(keep)
 
 
-def check_overlay(lr_path, hr_path, *, scale: int) -> None:
-    """Both OME-Zarrs read with ome-zarr-py into napari with their own scale and translation: the output's pixel
-    corners and centres land where the input's do in world coordinates."""
-    import napari
+def check_overlay(viewer, lr_path, hr_path, *, scale: int) -> None:
+    """Both OME-Zarrs read with ome-zarr-py into napari (pytest-napari's `make_napari_viewer()`, which keeps the
+    plugin registry per test) with their own scale and translation: the output's pixel corners and centres land where
+    the input's do in world coordinates."""
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
 
-    viewer = napari.Viewer(show=False)
-    try:
-        layers = []
-        for path in (lr_path, hr_path):
-            node = next(iter(Reader(parse_url(str(path)))()))
-            transform, translation = node.metadata["coordinateTransformations"][0]
-            data = node.data if len(node.data) > 1 else node.data[0]
-            layers.append(viewer.add_image(data, multiscale=len(node.data) > 1, scale=transform["scale"],
-                                           translate=translation["translation"]))
-        lr, hr = layers
-        h, w = (lr.data[0] if lr.multiscale else lr.data).shape[-2:]
-        centre = (scale - 1) / 2  # an input pixel's centre in output pixels, past its block's first one
-        pairs = [([-0.5, -0.5], [-0.5, -0.5]), ([h - 0.5, w - 0.5], [scale * h - 0.5, scale * w - 0.5]),
-                 ([3, 5], [3 * scale + centre, 5 * scale + centre])]
-        for a, b in pairs:
-            np.testing.assert_allclose(lr.data_to_world(a), hr.data_to_world(b))
-    finally:
-        viewer.close()
+    layers = []
+    for path in (lr_path, hr_path):
+        node = next(iter(Reader(parse_url(str(path)))()))
+        transform, translation = node.metadata["coordinateTransformations"][0]
+        data = node.data if len(node.data) > 1 else node.data[0]
+        layers.append(viewer.add_image(data, multiscale=len(node.data) > 1, scale=transform["scale"],
+                                       translate=translation["translation"]))
+    lr, hr = layers
+    h, w = (lr.data[0] if lr.multiscale else lr.data).shape[-2:]
+    centre = (scale - 1) / 2  # an input pixel's centre in output pixels, past its block's first one
+    pairs = [([-0.5, -0.5], [-0.5, -0.5]), ([h - 0.5, w - 0.5], [scale * h - 0.5, scale * w - 0.5]),
+             ([3, 5], [3 * scale + centre, 5 * scale + centre])]
+    for a, b in pairs:
+        np.testing.assert_allclose(lr.data_to_world(a), hr.data_to_world(b))

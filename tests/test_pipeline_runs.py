@@ -117,7 +117,7 @@ def test_cli_process_exit_codes(tmp_path):
 
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="napari.Viewer needs a display (run under Xvfb)")
-def test_napari_overlays_output_on_input(model_path, tmp_path):
+def test_napari_overlays_output_on_input(make_napari_viewer, model_path, tmp_path):
     """Both read with ome-zarr-py into napari: their pixel corners coincide in world coordinates."""
     from pipelines.example import write_example
 
@@ -125,4 +125,4 @@ def test_napari_overlays_output_on_input(model_path, tmp_path):
     out = tmp_path / "out.zarr"
     assert upscale_zarr.main([str(demo), "-o", str(out), "--model", model_path, *FLAGS]) == 0
     check_ome_zarr(out)
-    check_overlay(demo, out, scale=4)
+    check_overlay(make_napari_viewer(), demo, out, scale=4)

@@ -68,8 +68,8 @@ def test_the_reader_opens_the_x2_output_on_its_grid(cli_output):
 
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="napari.Viewer needs a display (run under Xvfb)")
-def test_napari_overlays_the_x2_output_on_its_input(cli_output):
-    check_overlay(*cli_output, scale=2)
+def test_napari_overlays_the_x2_output_on_its_input(make_napari_viewer, cli_output):
+    check_overlay(make_napari_viewer(), *cli_output, scale=2)
 
 
 def test_the_widget_places_an_x2_result_on_its_layer(make_napari_viewer, qtbot, x2_path):
