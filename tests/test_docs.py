@@ -60,6 +60,7 @@ RULES = [
     (r"^(xvfb-run -a )?python -m pytest", "collect"),  # collected: the named files exist and -k selects tests
     (r"^(RESSHIFT_PARITY_DIRS=\S+ )python -m pytest", "collect"),
     (r"^python -m pipelines\.upscale_zarr .*--(workers|scheduler)", "parse"),  # needs a cluster
+    (r"^dask (scheduler|worker) ", "dask"),  # dask's own CLI: the subcommand exists and takes the options given
     (r"^python -m pipelines\.upscale_zarr \S+ --model weights/", "parse"),  # official weights are not shipped; the
     # folder form is run with a tiny stand-in preset in tests/test_cli.py
     (r"^(python -m pipelines\.upscale_zarr|resshift-upscale)( |$)", "run"),  # on small inputs, the shipped models
@@ -219,6 +220,11 @@ def test_documented_command(doc, command, workdir, collected, monkeypatch):
             assert any(word in test for test in collected), f"-k {word} selects nothing"
     elif how.startswith("elsewhere:"):
         assert Path(words[1]).name in (ROOT / how.split(":", 1)[1]).read_text()
+    elif how == "dask":
+        usage = subprocess.run(["dask", words[1], "--help"], capture_output=True, text=True, timeout=120)
+        assert usage.returncode == 0, usage.stderr
+        for option in (w for w in words if w.startswith("--")):
+            assert option in usage.stdout, f"dask {words[1]} has no {option}"
     elif how == "napari":
         from napari_resshift._napari._reader import get_reader
 
