@@ -1,7 +1,8 @@
 """Inputs and outputs in object storage, against real servers on the loopback only: moto's S3 server (started here on
 127.0.0.1 at a free port) and a local HTTP server with range requests. A run through S3 equals the same run on a
-local disk bit for bit; a TIFF over HTTP is read by the ranges it needs; every storage failure is one line, exit 2,
-without a credential, leaving nothing that looks complete.
+local disk bit for bit, and so does one whose client or worker was killed (kill -9) mid-run, finished by --resume; a
+TIFF over HTTP is read by the ranges it needs; every storage failure is one line, exit 2, without a credential, leaving
+nothing that looks complete.
 """
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,8 +28,10 @@ import pytest
 import tifffile
 import zarr
 
-from pipelines import ome, readers, storage, upscale_zarr
+from napari_resshift import ome_metadata, outofcore
+from pipelines import execute, ome, readers, storage, upscale_zarr
 
+ROOT = Path(__file__).resolve().parents[1]
 TILING = ["--tile", "16", "--overlap", "4", "--chunk", "1", "--seed", "3", "--quiet"]
 KEY_ID, SECRET = "AKIAEXAMPLEKEYID0001", "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
 BUCKET = "bkt"
@@ -304,6 +311,151 @@ def test_connection_dropped_mid_run_then_resume_equals_an_uninterrupted_run(s3, 
     got, want = levels(open_s3_group("drop/out.ome.zarr")), levels(zarr.open_group(str(tmp_path / "out.ome.zarr")))
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])
+
+
+# -- kill -9 mid-run ---------------------------------------------------------------------------------------------------
+
+KILL_SHAPE = (2, 40, 40)  # zyx: 2 planes of 4 x 4 chunks, a block each: one per worker, long enough to be killed
+KILL_CHUNKS = 32
+
+
+@pytest.fixture(scope="module")
+def kill_job(s3, tiny_model_path, tmp_path_factory):
+    """The kill tests' input in the bucket, their flags, and the levels of the same job run locally, uninterrupted."""
+    data = image(KILL_SHAPE, seed=7)
+    root = tmp_path_factory.mktemp("kill")
+    zarr.open_array(str(root / "in.zarr"), mode="w", shape=data.shape, chunks=(1, 16, 16), dtype=data.dtype)[:] = data
+    s3_array("kill/in.zarr", data, chunks=(1, 16, 16))
+    flags = ["--model", tiny_model_path, "--axes", "zyx", *TILING, "--torch-threads", "1"]
+    assert upscale_zarr.main([str(root / "in.zarr"), "-o", str(root / "whole.ome.zarr"), *flags]) == 0
+    return flags, levels(zarr.open_group(str(root / "whole.ome.zarr"), mode="r"))
+
+
+def pipeline_process(args: list[str], log: Path) -> subprocess.Popen:
+    """The CLI in a session of its own, so that one killpg ends it and its LocalCluster's worker processes together;
+    the environment (AWS_*) points it at the test's S3 server."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    with log.open("w") as out:  # a file, not a pipe: dask's log lines can never block the run
+        return subprocess.Popen([sys.executable, "-m", "pipelines.upscale_zarr", *args], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_for_done(key: str, proc: subprocess.Popen, log: Path, *, at_least: int, timeout: float = 300) -> int:
+    """Poll the bucket until ``at_least`` chunks of the output at ``key`` are recorded done, the run still going."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (n := len(stored(f"{key}/{execute.DONE_DIR}"))) >= at_least:
+            return n
+        time.sleep(0.25)
+    raise AssertionError(f"no {at_least} chunks done while the run went on (exit {proc.poll()}):\n{log.read_text()}")
+
+
+def alive_in_group(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` still running (zombies, which write nothing, left aside)."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(group) == pgid and state not in "ZX":
+                alive.append(int(stat.parent.name))
+    return alive
+
+
+def test_client_killed_mid_run_then_resume_equals_an_uninterrupted_run(kill_job, tmp_path, capsys, monkeypatch):
+    """kill -9 of the CLI with its LocalCluster's 2 worker processes while chunks go to s3://: nothing of the run
+    lives on, the output does not look complete and is refused as an input and without --resume; --resume computes
+    only the chunks not recorded done, and every level equals the uninterrupted local run bit for bit."""
+    flags, whole = kill_job
+    args = ["s3://bkt/kill/in.zarr", "-o", "s3://bkt/kill/client.ome.zarr", *flags]
+    log = tmp_path / "cli.log"
+    proc = pipeline_process([*args, "--workers", "2"], log)
+    try:
+        wait_for_done("kill/client.ome.zarr", proc, log, at_least=2)
+    finally:
+        kill_group(proc)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while alive_in_group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive_in_group(proc.pid), "a worker of the killed run lives on"
+    finished = len(stored(f"kill/client.ome.zarr/{execute.DONE_DIR}"))
+    assert 0 < finished < KILL_CHUNKS, finished
+    attrs = open_s3_group("kill/client.ome.zarr").attrs.asdict()
+    assert ome.run_status(attrs) == "running" and ome.read_multiscales(attrs) is None
+    assert ome_metadata.unfinished(attrs)  # what napari's reader refuses
+    capsys.readouterr()
+    assert upscale_zarr.main(args) == 2
+    assert "add --overwrite to replace it or --resume to finish it" in capsys.readouterr().err
+    assert upscale_zarr.main(["s3://bkt/kill/client.ome.zarr", "-o", "s3://bkt/kill/x.ome.zarr", *flags]) == 2
+    assert "unfinished" in capsys.readouterr().err
+    computed = []
+    compute_block = outofcore.compute_block
+
+    def counting(upscaler, prepared, *a, **kw):
+        computed.extend(prepared.todo)
+        return compute_block(upscaler, prepared, *a, **kw)
+
+    monkeypatch.setattr(outofcore, "compute_block", counting)
+    # in this process on dask's threads: the bits depend on --torch-threads only, fixed by the first run
+    assert upscale_zarr.main([*args, "--resume"]) == 0
+    assert len(computed) == KILL_CHUNKS - finished
+    group = open_s3_group("kill/client.ome.zarr")
+    got = levels(group)
+    assert got.keys() == whole.keys() == {"0", "1", "2"}
+    for k in whole:
+        np.testing.assert_array_equal(got[k], whole[k])
+    assert ome.run_status(group.attrs.asdict()) == "complete"
+    assert not stored(f"kill/client.ome.zarr/{execute.DONE_DIR}")
+
+
+def test_worker_killed_mid_run_is_rescheduled_and_the_output_equals_an_uninterrupted_run(kill_job, tmp_path):
+    """kill -9 of one of the 2 worker processes of a cluster (--scheduler) while it computes a block into s3://:
+    the scheduler takes that block back and runs it again (the worker's nanny starts a fresh one), the run ends
+    normally, its chunks written anew over whatever the killed worker left, and every level equals the
+    uninterrupted local run bit for bit."""
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class TakenBack(SchedulerPlugin):
+        """Tasks taken from a worker that left while computing them (processing -> released happens only then)."""
+
+        def __init__(self):
+            self.keys = []
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            if (start, finish) == ("processing", "released"):
+                self.keys.append(key)
+
+    flags, whole = kill_job
+    log = tmp_path / "cli.log"
+    taken = TakenBack()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        cluster.scheduler.add_plugin(taken)
+        args = ["s3://bkt/kill/in.zarr", "-o", "s3://bkt/kill/worker.ome.zarr", *flags]
+        proc = pipeline_process([*args, "--scheduler", cluster.scheduler_address], log)
+        try:
+            wait_for_done("kill/worker.ome.zarr", proc, log, at_least=2)
+            busy = sorted(w for w, keys in client.processing().items() if keys)
+            assert busy, "no worker is computing"
+            os.kill(client.run(os.getpid, workers=busy[:1])[busy[0]], signal.SIGKILL)
+            code = proc.wait(timeout=600)
+        finally:
+            kill_group(proc)
+    said = log.read_text()
+    assert code == 0 and "Traceback" not in said and "error:" not in said, said
+    assert taken.keys, "the killed worker's block was not taken back"
+    group = open_s3_group("kill/worker.ome.zarr")
+    got = levels(group)
+    for k in whole:
+        np.testing.assert_array_equal(got[k], whole[k])
+    assert ome.run_status(group.attrs.asdict()) == "complete"
+    assert not stored(f"kill/worker.ome.zarr/{execute.DONE_DIR}")
 
 
 def test_glob_of_s3_tiffs_is_a_batch(s3, tiny_model_path):
