@@ -10,12 +10,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from napari_resshift.errors import ResShiftError, os_message
+from napari_resshift.reading import IMAGE_SUFFIXES, TIFFS, ZARR_DOCUMENTS
 
 from . import checks, storage, tiff_output
-from .readers import PICTURES, TIFFS
-from .readers import ZARR_DOCUMENTS as ZARR_MARKERS
+
 ZARR_SUFFIXES = (".zarr",)
-IMAGE_SUFFIXES = TIFFS + PICTURES
 STAGING = ".partial.ome.zarr"  # a TIFF output's resumable OME-Zarr, beside it until the TIFF is written
 
 
@@ -39,7 +38,7 @@ def staging_path(output: Path) -> Path:
 def is_batch(source) -> bool:
     path = storage.path(source)
     if path.is_dir():
-        return not any((path / m).exists() for m in ZARR_MARKERS) and path.suffix.lower() not in ZARR_SUFFIXES
+        return not any((path / m).exists() for m in ZARR_DOCUMENTS) and path.suffix.lower() not in ZARR_SUFFIXES
     return not path.exists() and glob.has_magic(str(source))
 
 
@@ -68,7 +67,7 @@ def _is_image(path: Path) -> bool:
     if path.name.startswith(".") or path.name.endswith((tiff_output.PARTIAL, STAGING)):
         return False
     if path.is_dir():
-        return path.suffix.lower() in ZARR_SUFFIXES or any((path / m).exists() for m in ZARR_MARKERS)
+        return path.suffix.lower() in ZARR_SUFFIXES or any((path / m).exists() for m in ZARR_DOCUMENTS)
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -78,7 +77,7 @@ def output_folder(output: str | None) -> Path | None:
     if output is None:
         return None
     folder = storage.path(output)
-    zarr_like = folder.is_dir() and any((folder / m).exists() for m in ZARR_MARKERS)
+    zarr_like = folder.is_dir() and any((folder / m).exists() for m in ZARR_DOCUMENTS)
     new_file_name = not folder.exists() and folder.suffix.lower() in TIFFS + ZARR_SUFFIXES
     if zarr_like or new_file_name or folder.is_file() or (folder.exists() and not folder.is_dir()):
         what = "is a zarr" if zarr_like else "is a file" if folder.exists() else "names a file"

@@ -12,9 +12,9 @@ import numpy as np
 
 from napari_resshift.errors import ResShiftError, reported
 from napari_resshift.normalization import check_dtype
+from napari_resshift.reading import TIFFS
 
 from . import ome, storage, tiff_output
-from .readers import TIFFS
 
 AT_LEAST = {"tile": 1, "overlap": 0, "chunk": 1, "levels": 1, "threads": 1, "workers": 1, "torch_threads": 1}
 

@@ -1,29 +1,21 @@
-"""Lazy inputs of the pipeline: zarr arrays (v2, v3), OME-Zarr images (0.4, 0.5), TIFF / OME-TIFF, PNG / JPEG.
+"""Lazy inputs of the pipeline: zarr arrays (v2, v3), OME-Zarr images (0.4, 0.5), TIFF / OME-TIFF, PNG / JPEG, local
+or at a URL, opened by ``napari_resshift.reading``.
 
 Each opens as an ``InputImage``: the lazy array, its axes, its physical scale / translation / units, and a small
 picklable ``InputSpec`` from which a worker reopens it. Every failure is one ``ResShiftError`` line.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from napari_resshift import ome_metadata
+from napari_resshift import ome_metadata, reading
 from napari_resshift.errors import ResShiftError, reported
 from napari_resshift.normalization import check_dtype, is_rgba
 from napari_resshift.outofcore import AXES
 
-from . import geotiff, storage
-
-TIFF_AXES = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
-PICTURES = (".png", ".jpg", ".jpeg")
-TIFFS = (".tif", ".tiff", ".btf", ".tf8")
+from . import checks, geotiff, storage
 
 
 @dataclass(frozen=True)
@@ -50,18 +42,16 @@ class InputSpec:
         return storage.open_file(storage.path(self.path, self.options)) if storage.is_url(self.path) else self.path
 
 
-@dataclass
-class InputImage:
+@dataclass(kw_only=True)
+class InputImage(reading.OpenedImage):
+    """An opened input with the spec a worker reopens it from and, for a GeoTIFF, its georeferencing."""
+
     spec: InputSpec
-    array: object
-    axes: str
-    rgb: bool
-    scale: dict = field(default_factory=dict)
-    translation: dict = field(default_factory=dict)
-    units: dict = field(default_factory=dict)
-    channels: list = field(default_factory=list)  # omero-like: label, color, window (only what the input says)
-    geo: dict | None = None  # georeferencing of a GeoTIFF, see pipelines.geotiff
-    name: str = ""  # the image's own name where its metadata gives one (OME-Zarr multiscales)
+    geo: dict | None = None  # see pipelines.geotiff
+
+    @classmethod
+    def of(cls, spec: InputSpec, image: reading.OpenedImage) -> InputImage:
+        return cls(**vars(image), spec=spec)
 
 
 @functools.lru_cache(maxsize=4)
@@ -78,16 +68,11 @@ def _open_array(spec: InputSpec):
         import tifffile
 
         with tifffile.TiffFile(spec.source()) as tif:  # a URL's file stays open: tifffile does not close it
-            store = tif.series[0].aszarr(level=0)  # full resolution of pyramidal (e.g. cloud-optimised) files
-        return zarr.open_array(store, mode="r")
-    from PIL import Image
-
-    with Image.open(spec.source()) as im:
-        return np.asarray(im.convert("RGBA") if im.mode in ("P", "LA") else im)
+            return reading.tiff_array(tif)
+    return reading.read_picture(spec.source())
 
 
 IDENTITY_BYTES = 1 << 20  # a file's first and last MiB are hashed: cheap for any size, and tells files apart
-ZARR_DOCUMENTS = storage.ZARR_DOCUMENTS
 
 
 def input_identity(spec: InputSpec) -> dict:
@@ -98,7 +83,8 @@ def input_identity(spec: InputSpec) -> dict:
 
     path = storage.path(spec.path, spec.options)
     folders = [path, path / spec.array_path] if spec.kind == "zarr" and spec.array_path else [path]
-    files = [f / name for f in folders for name in ZARR_DOCUMENTS if (f / name).is_file()] if path.is_dir() else [path]
+    files = ([f / name for f in folders for name in reading.ZARR_DOCUMENTS if (f / name).is_file()] if path.is_dir()
+             else [path])
     digest, size, mtime = hashlib.sha256(), 0, 0
     for file in files:
         stat = file.stat()
@@ -118,38 +104,16 @@ def open_input(path, *, axes: str | None = None, rgb: bool | None = None) -> Inp
     if not path.exists():
         raise ResShiftError(storage.missing(path) if storage.is_url(path) else f"{path}: no such file or folder")
     unreadable = reported(f"{path}: cannot be read", hint="; is it a complete zarr, TIFF, PNG or JPEG?")
-    with unreadable, _tifffile_log_held(path):
+    with unreadable, reading.tifffile_log_held(path):
         if path.is_dir():
             image = _open_zarr(path)
-        elif path.suffix.lower() in TIFFS:
+        elif path.suffix.lower() in reading.TIFFS:
             image = _open_tiff(path)
-        elif path.suffix.lower() in PICTURES:
+        elif path.suffix.lower() in reading.PICTURES:
             image = _open_picture(path)
         else:
             raise ResShiftError(f"{path}: not a zarr array, OME-Zarr image, TIFF, PNG or JPEG")
     return _check(image, path, axes=axes, rgb=rgb)
-
-
-@contextlib.contextmanager
-def _tifffile_log_held(path: Path):
-    """tifffile logs what it finds damaged and reads on: a file with errors is refused in one line naming the first
-    (its pixels may be missing), a file that cannot be read says so in its own line; warnings are passed on."""
-    logger = logging.getLogger("tifffile")
-    held: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = held.append
-    logger.addHandler(handler)
-    propagate, logger.propagate = logger.propagate, False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
-    errors = [r for r in held if r.levelno >= logging.ERROR]
-    if errors:
-        raise ResShiftError(f"{path}: a damaged TIFF ({errors[0].getMessage()}); export it again")
-    for record in held:
-        logger.handle(record)
 
 
 def _check(image: InputImage, path: Path, *, axes: str | None, rgb: bool | None) -> InputImage:
@@ -186,64 +150,29 @@ def _check(image: InputImage, path: Path, *, axes: str | None, rgb: bool | None)
     return image
 
 
-def _guess_axes(shape: tuple) -> str:
-    """Only the unambiguous cases; anything else needs metadata or --axes."""
-    if len(shape) == 2:
-        return "yx"
-    if len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4:
-        return "yxc"
-    return ""
-
-
 def _open_zarr(path: Path) -> InputImage:
+    image = reading.open_zarr(storage.zarr_store(path, read_only=True), path,
+                              refuse=functools.partial(_refuse_unfinished, path))
+    return InputImage.of(InputSpec.of(path, "zarr", image.array_path), image)
+
+
+def _refuse_unfinished(path: Path, node) -> None:
+    """An output of this pipeline that is not complete has holes: no input, but the output to finish."""
     import zarr
 
-    node = zarr.open(storage.zarr_store(path, read_only=True), mode="r")
-    if isinstance(node, zarr.Array):
-        if _in_unfinished_output(path):
-            raise ResShiftError(f"{path}: an array of an unfinished upscaling output (run interrupted); finish that "
-                                "output with --resume")
-        names = getattr(node.metadata, "dimension_names", None)
-        axes = "".join(n.lower() for n in names) if names and all(n and len(n) == 1 for n in names) else ""
-        axes = axes or _guess_axes(node.shape)
-        return InputImage(InputSpec.of(path, "zarr"), node, axes, axes.endswith("c") and node.shape[-1] in (3, 4))
-    attrs = node.attrs.asdict()
-    if ome_metadata.unfinished(attrs):
+    if isinstance(node, zarr.Array) and _in_unfinished_output(path):
+        raise ResShiftError(f"{path}: an array of an unfinished upscaling output (run interrupted); finish that "
+                            "output with --resume")
+    if isinstance(node, zarr.Group) and ome_metadata.unfinished(node.attrs.asdict()):
         raise ResShiftError(f"{path}: an unfinished upscaling output (run interrupted); finish it with --resume")
-    parsed = ome_metadata.parse_image(attrs)
-    if parsed is None:
-        raise ResShiftError(_not_an_image(path, node, attrs))
-    level0 = parsed.levels[0]
-    array = zarr.open_array(storage.zarr_store(path, read_only=True), path=level0.path, mode="r")
-    return InputImage(
-        InputSpec.of(path, "zarr", level0.path), array, parsed.axes, False,
-        scale=dict(zip(parsed.axes, level0.scale)), translation=dict(zip(parsed.axes, level0.translation)),
-        units=parsed.units, channels=parsed.channels, name=parsed.name or "",
-    )
-
-
-def _not_an_image(path: Path, group, attrs: dict) -> str:
-    """What to pass instead of a group that is no OME-Zarr image: a bioformats2raw series, or an array inside."""
-    layout = attrs.get("bioformats2raw.layout") or (attrs.get("ome") or {}).get("bioformats2raw.layout")
-    if layout is not None:
-        series = sorted((k for k in group.group_keys() if k.isdigit()), key=int)
-        if series:
-            pick = " or ".join(str(path / s) for s in series[:3]) + (" ..." if len(series) > 3 else "")
-            return f"{path}: a bioformats2raw container of {len(series)} image(s); pass one image, e.g. {pick}"
-        return f"{path}: a bioformats2raw container without images"
-    arrays = sorted(group.array_keys())
-    hint = f", e.g. {path / arrays[0]}" if arrays else ""
-    return f"{path}: a zarr group without OME-Zarr 0.4/0.5 multiscales; pass an array inside it{hint}"
 
 
 def _in_unfinished_output(path: Path) -> bool:
     """Whether a zarr group above ``path`` is an output of this pipeline that is not complete."""
-    from .checks import own_status  # checks knows the inputs' kinds: imported here, not at the top
-
     for folder in path.resolve().parents:
         if not any((folder / name).is_file() for name in ("zarr.json", ".zgroup", ".zattrs")):
             return False
-        status = own_status(folder)
+        status = checks.own_status(folder)
         if status is not None:
             return status != "complete"
     return False
@@ -253,80 +182,18 @@ def _open_tiff(path: Path) -> InputImage:
     import tifffile
 
     spec = InputSpec.of(path, "tiff")
-    with tifffile.TiffFile(spec.source()) as tif:
-        series = tif.series[0]
-        letters = series.axes
-        if tif.is_ome:
-            scale, units, channels = _ome_tiff_pixels(tif.ome_metadata)
-        elif tif.is_imagej:
-            scale, units, channels = _imagej_calibration(tif)
-        else:
-            scale, units, channels = {}, {}, []
-        geo = geotiff.read_geo(tif, path) if tif.is_geotiff else None
-    axes = "".join(TIFF_AXES.get(a, "?") for a in letters)
-    if "S" in letters and "C" in letters:
-        axes = ""
-    translation = {}
-    if geo is not None:
-        scale, translation, units = geotiff.grid_scale(geo)
-        channels = [{"label": name} for name in geo.get("bands", [])] or channels
     array = spec.open_array()
-    return InputImage(spec, array, axes, "S" in letters, scale=scale, translation=translation, units=units,
-                      channels=channels, geo=geo)
-
-
-def _physical(scale: dict, units: dict, axis: str, size, unit) -> None:
-    """Record one axis' pixel size, converted to its NGFF unit; a size without a known unit stays unitless."""
-    name, factor = ome_metadata.ngff_unit(unit) if unit else (None, 1.0)
-    scale[axis] = float(size) * factor
-    if name:
-        units[axis] = name
-
-
-def _ome_tiff_pixels(xml: str | None) -> tuple[dict, dict, list]:
-    """Physical pixel sizes, units (micrometre when not given, as OME says) and channel names/colours of OME-XML."""
-    if not xml:
-        return {}, {}, []
-    try:
-        pixels = next(e for e in ET.fromstring(xml).iter() if e.tag.endswith("Pixels"))
-    except (ET.ParseError, StopIteration):
-        return {}, {}, []
-    scale, units = {}, {}
-    for a in "zyx":
-        size = pixels.get(f"PhysicalSize{a.upper()}")
-        if size is not None:
-            _physical(scale, units, a, size, pixels.get(f"PhysicalSize{a.upper()}Unit", "µm"))
-    channels = []
-    for element in (e for e in pixels if e.tag.endswith("Channel")):
-        channel = {"label": element.get("Name")} if element.get("Name") else {}
-        if element.get("Color") is not None:  # signed 32-bit RGBA
-            channel["color"] = f"{(int(element.get('Color')) & 0xFFFFFFFF) >> 8:06X}"
-        channels.append(channel)
-    return scale, units, channels if any(channels) else []
-
-
-def _imagej_calibration(tif) -> tuple[dict, dict, list]:
-    """ImageJ hyperstack calibration: X/YResolution (pixels per unit), ``spacing`` for z, ``unit`` and ``Ranges``."""
-    meta = tif.imagej_metadata or {}
-    unit = str(meta.get("unit", ""))
-    if "\\u" in unit:  # ImageJ escapes non-ASCII, e.g. \u00B5m
-        unit = unit.encode().decode("unicode_escape")
-    tags = tif.pages[0].tags
-    scale, units = {}, {}
-    for axis, tag in (("y", "YResolution"), ("x", "XResolution")):
-        if tag in tags:
-            numerator, denominator = tags[tag].value
-            if numerator and denominator and (numerator, denominator) != (1, 1):
-                _physical(scale, units, axis, denominator / numerator, unit)
-    if "spacing" in meta:
-        _physical(scale, units, "z", meta["spacing"], unit)
-    ranges = meta.get("Ranges") or ()
-    channels = [{"window": {"start": float(lo), "end": float(hi)}} for lo, hi in zip(ranges[::2], ranges[1::2])]
-    return scale, units, channels
+    with tifffile.TiffFile(spec.source()) as tif:
+        image = InputImage.of(spec, reading.tiff_image(tif, array))
+        if {"S", "C"} <= set(tif.series[0].axes):  # which of two channel axes is c: the user says (--axes)
+            image.axes = ""
+        image.geo = geotiff.read_geo(tif, path) if tif.is_geotiff else None
+    if image.geo is not None:
+        image.scale, image.translation, image.units = geotiff.grid_scale(image.geo)
+        image.channels = [{"label": name} for name in image.geo.get("bands", [])] or image.channels
+    return image
 
 
 def _open_picture(path: Path) -> InputImage:
     spec = InputSpec.of(path, "picture")
-    array = spec.open_array()
-    axes = "yx" if array.ndim == 2 else "yxc"
-    return InputImage(spec, array, axes, array.ndim == 3 and array.shape[-1] in (3, 4))
+    return InputImage.of(spec, reading.picture_image(spec.open_array()))

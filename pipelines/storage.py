@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from napari_resshift.errors import ResShiftError, first_line
+from napari_resshift.reading import ZARR_DOCUMENTS
 
 # URL scheme -> fsspec protocol, and the package that provides it
 PROTOCOLS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "abfs", "abfs": "abfs", "abfss": "abfs",
@@ -226,9 +227,6 @@ def missing(location: RemotePath) -> str:
                 return f"{location}: the bucket {bucket!r} does not exist (or is not visible with these credentials)" \
                        "; correct the URL or create it"
     return f"{location}: nothing is stored there; check the URL"
-
-
-ZARR_DOCUMENTS = ("zarr.json", ".zarray", ".zgroup", ".zattrs")  # what makes a folder a zarr
 
 
 def _http_exists(fs, url: str) -> bool:

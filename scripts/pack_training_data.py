@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from training.data import _read_tiff, open_source
+from training.data import open_source
 
 
 def centre(array: np.ndarray, axes: str, side: int | None) -> np.ndarray:
@@ -56,8 +56,9 @@ def pack(src: Path, out: Path, *, min_side: int, max_side: int | None = None) ->
             dst = dst.with_suffix(".tif")
             tifffile.imwrite(dst, array, compression="zlib", metadata={"axes": axes},
                              photometric="rgb" if rgb else "minisblack")
-            a, b = _read_tiff(f), _read_tiff(dst)
-            if not (np.array_equal(centre(a[0], a[1], max_side), b[0]) and a[1:] == b[1:]):
+            again = open_source(dst)
+            same = (source.axes, source.groups) == (again.axes, again.groups)
+            if not (same and np.array_equal(centre(source.array, source.axes, max_side), again.array)):
                 raise SystemExit(f"{f}: does not read back identically after re-saving")
         with tarfile.open(out, "w:gz") as tar:
             tar.add(root, arcname="train")

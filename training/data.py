@@ -13,14 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_resshift import normalization, ome_metadata
-from napari_resshift.errors import ResShiftError
+from napari_resshift import normalization, reading
+from napari_resshift.errors import ResShiftError, first_line
 
 from .degradations import DEGRADATIONS
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup")
-OME_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
 TEXTURE_TRIES = 4  # crops drawn before settling for the most textured one (microscopy is mostly background)
 MIN_TEXTURE = 0.02  # std in [-1, 1] units below which a crop counts as background
 
@@ -91,99 +88,43 @@ class ValItem:
     name: str
 
 
-def is_zarr(path: Path) -> bool:
-    return path.is_dir() and (path.suffix == ".zarr" or any((path / m).exists() for m in ZARR_MARKERS))
-
-
 def find_images(path: Path) -> list[Path]:
     """Image files and zarr stores at ``path`` (a file, a store, or a folder searched recursively)."""
     if not path.exists():
         raise ResShiftError(f"{path}: no such file or folder; check the --data path")
-    if is_zarr(path) or path.is_file():
+    if reading.is_zarr(path) or path.is_file():
         return [path]
     found, stack = [], [path]
     while stack:
         folder = stack.pop()
         for entry in sorted(folder.iterdir()):
-            if is_zarr(entry):
+            if reading.is_zarr(entry):
                 found.append(entry)
             elif entry.is_dir():
                 stack.append(entry)
-            elif entry.suffix.lower() in IMAGE_SUFFIXES:
+            elif entry.suffix.lower() in reading.IMAGE_SUFFIXES:
                 found.append(entry)
     if not found:
-        raise ResShiftError(
-            f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} files and zarr stores); check --data"
-        )
+        raise ResShiftError(f"{path}: no images found (looked for {', '.join(reading.IMAGE_SUFFIXES)} files and zarr "
+                            "stores); check --data")
     return sorted(found)
 
 
-def _read_pil(path: Path) -> tuple[np.ndarray, str, list[tuple[int, int]]]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("1", "LA"):
-            im = im.convert("L")
-        elif im.mode not in ("L", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
-            im = im.convert("RGB")  # palette, CMYK, ...: alpha is dropped anyway
-        array = np.asarray(im)
-    if array.ndim == 2:
-        return array, "YX", [(0, 1)]
-    return array, "YXC", [(0, 3)]  # RGB(A): alpha is not image content
-
-
-def _read_tiff(path: Path) -> tuple[np.ndarray, str, list[tuple[int, int]]]:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        array, axes = series.asarray(), series.axes
-    if "C" in axes and "S" in axes:
-        axes = axes.replace("S", "Q")
-    # Interleaved 3 samples per pixel, or 4 whose 4th is transparency, is RGB(A) whatever the tags say; as in the
-    # pipeline, a 4th band such as near infrared makes every channel an image of its own.
-    rgb = "S" in axes and normalization.is_rgba(array, axes.index("S"))
-    axes = axes.replace("S", "C")
-    channels = array.shape[axes.index("C")] if "C" in axes else 1
-    return array, axes, [(0, 3)] if rgb else [(c, c + 1) for c in range(channels)]
-
-
-def _read_zarr(path: Path) -> tuple[Any, str, list[tuple[int, int]]]:
-    import zarr
-
-    node = zarr.open(str(path), mode="r")
-    if isinstance(node, zarr.Array):
-        array = node
-        if array.ndim == 3 and array.shape[-1] in (3, 4):
-            rgb = array.dtype == np.uint8 and normalization.is_rgba(array, 2)
-            return array, "YXC", [(0, 3)] if rgb else [(c, c + 1) for c in range(array.shape[-1])]
-        axes = "Q" * (array.ndim - 2) + "YX"
-    else:
-        image = ome_metadata.parse_image(dict(node.attrs))
-        if image is None:
-            raise ValueError("a zarr group without OME-Zarr multiscales metadata; pass the array's path instead")
-        array = node[image.levels[0].path]
-        axes = "".join(OME_AXES.get(n, "Q") for n in image.axes or "tczyx"[-array.ndim:])
-    channels = array.shape[axes.index("C")] if "C" in axes else 1
-    return array, axes, [(c, c + 1) for c in range(channels)]
-
-
 def open_source(path: Path) -> Source:
-    """Read an image file or open a zarr store; anything unreadable becomes one clear error line."""
+    """Open a zarr store, or read an image file whole (crops are drawn from it again and again); anything unreadable
+    becomes one clear error line. A colour image (the pipeline's rule; of a zarr, 8-bit only) trains as RGB, every
+    other channel alone."""
     try:
-        if is_zarr(path):
-            array, axes, groups = _read_zarr(path)
-        elif path.suffix.lower() in (".tif", ".tiff"):
-            array, axes, groups = _read_tiff(path)
-        else:
-            array, axes, groups = _read_pil(path)
+        image = reading.open_image(path, whole=True)
+        axes = (image.axes or "?" * (image.array.ndim - 2) + "yx").upper().replace("?", "Q")  # other letters: planes
+        rgb = image.rgb and normalization.is_rgba(image.array, axes.index("C"))
+        rgb = rgb and (image.array.dtype == np.uint8 or not path.is_dir())  # a zarr's colour is guessed: 8-bit only
     except Exception as exc:  # noqa: BLE001 - every reader failure is the same user problem
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ResShiftError(f"{path}: cannot be read as an image ({reason}); remove or convert it") from None
+        raise ResShiftError(f"{path}: cannot be read as an image ({first_line(exc)}); remove or convert it") from None
     if "Y" not in axes or "X" not in axes:
         raise ResShiftError(f"{path}: no Y and X axes found (axes {axes!r}); save it as a 2-D image or stack")
-    return Source(str(path), array, axes, groups)
+    channels = image.array.shape[axes.index("C")] if "C" in axes else 1
+    return Source(str(path), image.array, axes, [(0, 3)] if rgb else [(c, c + 1) for c in range(channels)])
 
 
 def _sampled(array) -> np.ndarray:

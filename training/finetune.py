@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_resshift.engine import pick_device
+from napari_resshift.engine import DEVICE_WORDS, PRECISIONS, pick_device
 from napari_resshift.errors import ArgumentParser, ResShiftError, run_cli
 from napari_resshift.export import check_package_path, export_package
 from napari_resshift.loading import (
@@ -31,7 +31,7 @@ from napari_resshift.loading import (
     save_official,
 )
 from napari_resshift.model import ResShiftModel
-from napari_resshift.normalization import DEFAULT_PERCENTILES
+from napari_resshift.normalization import DEFAULT_PERCENTILES, NORM_MODES
 from napari_resshift.registry import CONV_SIZES, MODES, OFFICIAL_SCALE, SCALES, architecture, rescaled
 
 from . import checkpoint, data
@@ -84,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
                     help="how a crop's image is drawn: every training file alike, or every --data entry alike and then "
                          "a file in it, so that a small source is not drowned by a large one; an entry listed k times "
                          f"gets k shares (default {d['draw']})")
-    io.add_argument("--norm", choices=("auto", "range", "percentile", "minmax"),
+    io.add_argument("--norm", choices=NORM_MODES,
                     help="intensity normalisation, as at inference (default auto: range for 8-bit, else percentile)")
     io.add_argument("--crop", type=int, help=f"HR crop side in pixels (default {d['crop']})")
     m = p.add_argument_group("model")
@@ -122,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
     t.add_argument("--clip", type=float, help=f"gradient-norm clip, 0 = off (default {d['clip']})")
     t.add_argument("--ema", type=float, help=f"EMA decay of exported weights, 0 = off (default {d['ema']})")
-    t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+    t.add_argument("--precision", choices=PRECISIONS,
                    help="auto: fp32 on CPU, bf16 (or fp16 with loss scaling) on CUDA")
     t.add_argument("--compile", action="store_true", help="torch.compile the trained network")
     t.add_argument("--seed", type=int, help="seed for initialisation, crops, degradations and noise (default 0)")
@@ -132,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("run")
     r.add_argument("--run", help="output folder: checkpoint, logs, samples, model.safetensors")
     r.add_argument("--resume", help="continue the run in this folder exactly where its checkpoint stopped")
-    r.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    r.add_argument("--device", help=f"{DEVICE_WORDS}; cuda:N for GPU N (default auto)")
     r.add_argument("--workers", type=int, help="data-loading processes (default 0: in the training process)")
     r.add_argument("--log-every", type=int, help=f"iterations between loss records (default {d['log_every']})")
     r.add_argument("--val-every", type=int, help=f"iterations between validations, 0 = off (default {d['val_every']})")
