@@ -123,7 +123,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--clip", type=float, help=f"gradient-norm clip, 0 = off (default {d['clip']})")
     t.add_argument("--ema", type=float, help=f"EMA decay of exported weights, 0 = off (default {d['ema']})")
     t.add_argument("--precision", choices=PRECISIONS,
-                   help="auto: fp32 on CPU, bf16 (or fp16 with loss scaling) on CUDA")
+                   help="auto: bf16 on a CPU with native bf16 (AMX, AVX512-BF16), else fp32; bf16 (or fp16 with loss "
+                        "scaling) on CUDA")
     t.add_argument("--compile", action="store_true", help="torch.compile the trained network")
     t.add_argument("--seed", type=int, help="seed for initialisation, crops, degradations and noise (default 0)")
     t.add_argument("--no-quantize", action="store_true", help="autoencoder stage: train (and later decode) "
