@@ -663,3 +663,43 @@ def test_credentials_never_recorded(s3):
     assert storage.scrub(f"x S-abcdefg {SECRET} {KEY_ID} https://u:p@h/") == "x *** *** *** https://***@h/"
     assert storage.path("s3://b/k.zarr", options).fs.key == "K-123456"
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
+
+
+# -- napari -----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="napari.Viewer needs a display (run under Xvfb)")
+def test_napari_reader_opens_a_remote_ome_zarr_as_the_local_one(s3, tiny_model_path, tmp_path, monkeypatch,
+                                                                make_napari_viewer):
+    """The plugin's reader takes an s3:// OME-Zarr (credentials and endpoint from the environment): the same lazy
+    pyramid, scale, translation and units as the same output on a local disk; an unfinished one is claimed and
+    refused, as on a local disk."""
+    from napari_resshift._napari import _reader
+
+    s3_array("view/in.zarr", image((24, 24), seed=5))
+    remote = "s3://bkt/view/out.ome.zarr"
+    local = tmp_path / "out.ome.zarr"
+    for where in (remote, str(local)):
+        assert upscale_zarr.main(["s3://bkt/view/in.zarr", "-o", where, "--model", tiny_model_path,
+                                  "--levels", "2", *TILING]) == 0
+    read = {}
+    for where in (remote, str(local)):
+        reader = _reader.get_reader(where)
+        assert reader is not None, where
+        ((data, kwargs, kind),) = reader(where)
+        read[where] = ([np.asarray(level) for level in data], kwargs)
+    (remote_levels, remote_kwargs), (local_levels, local_kwargs) = read[remote], read[str(local)]
+    assert len(remote_levels) == 2
+    for a, b in zip(remote_levels, local_levels):
+        np.testing.assert_array_equal(a, b)
+    same = ("scale", "translate", "units", "axis_labels", "multiscale")
+    assert {k: remote_kwargs[k] for k in same} == {k: local_kwargs[k] for k in same}
+    assert remote_kwargs["metadata"] == {"ome_zarr": remote}
+    (layer,) = make_napari_viewer().open(remote, plugin="napari-resshift")  # as a user opens it in napari
+    assert layer.name == "in x4" and layer.data[0].shape == local_levels[0].shape
+
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    group = zarr.open_group(storage.zarr_store(s3_path("view/out.ome.zarr"), read_only=False), mode="r+")
+    ome.mark_running(group, group.attrs[ome.MARKER]["params"])  # as a run interrupted before its end leaves it
+    assert _reader.get_reader(remote)(remote) == _reader.REFUSED
+    assert len(shown) == 1 and "unfinished" in shown[0] and "--resume" in shown[0] and SECRET not in shown[0]

@@ -1,6 +1,8 @@
-"""napari reader for OME-Zarr images (this project's outputs, and the OME-Zarr 0.4/0.5 images they overlay): the lazy
-pyramid with the composed scale and translation of level 0, axis units, and the omero channels' names, colours, windows.
-An unfinished output of the pipeline, or an image with a missing level, is claimed and refused with a notification.
+"""napari reader for OME-Zarr images (this project's outputs, and the OME-Zarr 0.4/0.5 images they overlay), on a local
+disk or in object storage by URL (s3://, gs://, az://, https://: zarr's FsspecStore, credentials from the environment):
+the lazy pyramid with the composed scale and translation of level 0, axis units, and the omero channels' names, colours,
+windows. An unfinished output of the pipeline, or an image with a missing level, is claimed and refused with a
+notification.
 """
 from __future__ import annotations
 
@@ -18,23 +20,43 @@ def get_reader(path):
         if len(path) != 1:
             return None
         path = path[0]
-    return None if _inspect(Path(path)) is None else read_ome_zarr
+    return None if _inspect(str(path)) is None else read_ome_zarr
 
 
-def _inspect(path: Path) -> tuple[OmeImage | None, str] | None:
-    """(image, "") for a readable OME-Zarr image, (None, why) for one this reader refuses, None when not ours."""
-    if not path.is_dir():
-        return None
+def _is_url(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def _name(location: str) -> str:
+    return location.rstrip("/").rsplit("/", 1)[-1] if _is_url(location) else Path(location).name
+
+
+def _open_group(location: str):
+    """The zarr group at a local folder or a URL (read only); None when there is none to open."""
+    import zarr
+
+    if _is_url(location):
+        from zarr.storage import FsspecStore
+
+        return zarr.open_group(FsspecStore.from_url(location, read_only=True), mode="r")
+    return zarr.open_group(location, mode="r") if Path(location).is_dir() else None
+
+
+def _inspect(location: str) -> tuple[OmeImage | None, str, object] | None:
+    """(image, "", group) for a readable OME-Zarr image, (None, why, group) for one this reader refuses, None when
+    not ours."""
     import zarr
 
     try:
-        group = zarr.open_group(str(path), mode="r")
-        attrs = group.attrs.asdict()
+        group = _open_group(location)
+        attrs = group.attrs.asdict() if group is not None else None
     except Exception:  # noqa: BLE001 - whatever makes it unreadable, it is not for this reader
         return None
+    if attrs is None:
+        return None
     if unfinished(attrs):
-        return None, (f"{path.name}: an unfinished upscaling output (the run was interrupted); finish it with "
-                      f"python -m pipelines.upscale_zarr INPUT -o {path} --resume")
+        return None, (f"{_name(location)}: an unfinished upscaling output (the run was interrupted); finish it with "
+                      f"python -m pipelines.upscale_zarr INPUT -o {location} --resume"), group
     try:
         image = parse_image(attrs)
     except Exception:  # noqa: BLE001 - metadata this reader does not understand: another reader's turn
@@ -47,9 +69,9 @@ def _inspect(path: Path) -> tuple[OmeImage | None, str] | None:
         except Exception:  # noqa: BLE001 - deleted, or unreadable: the pyramid is damaged
             array = None
         if not isinstance(array, zarr.Array):
-            return None, (f"{path.name}: level {k} of the pyramid ({level.path!r}) is missing or unreadable; the "
-                          "image is damaged: upscale it again (pipelines: --overwrite) or restore the level")
-    return image, ""
+            return None, (f"{_name(location)}: level {k} of the pyramid ({level.path!r}) is missing or unreadable; "
+                          "the image is damaged: upscale it again (pipelines: --overwrite) or restore the level"), group
+    return image, "", group
 
 
 def read_ome_zarr(path) -> list[tuple]:
@@ -57,24 +79,24 @@ def read_ome_zarr(path) -> list[tuple]:
     is one error notification and no layer."""
     import dask.array as da
 
-    path = Path(path[0] if isinstance(path, (list, tuple)) else path)
-    image, refused = _inspect(path)
+    location = str(path[0] if isinstance(path, (list, tuple)) else path)
+    image, refused, group = _inspect(location)
     if refused:
         from napari.utils.notifications import show_error
 
         show_error(refused)
         return REFUSED
-    pyramid = [da.from_zarr(str(path / level.path)) for level in image.levels]
+    pyramid = [da.from_zarr(group[level.path]) for level in image.levels]
     level0 = image.levels[0]
     kept = [k for k, a in enumerate(image.axes) if a != "c"]  # napari splits channels into layers
     kwargs = {
-        "name": image.name or path.name,
+        "name": image.name or _name(location),
         "multiscale": len(pyramid) > 1,
         "scale": [level0.scale[k] for k in kept],
         "translate": [level0.translation[k] for k in kept],
         "axis_labels": [image.axes[k] for k in kept],
         "units": [image.units.get(image.axes[k], "pixel") for k in kept],
-        "metadata": {"ome_zarr": str(path)},
+        "metadata": {"ome_zarr": location},
     }
     data = pyramid if len(pyramid) > 1 else pyramid[0]
     if "c" not in image.axes:
